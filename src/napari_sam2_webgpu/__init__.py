@@ -1,0 +1,25 @@
+"""Segment Anything 2 for napari on any GPU, through ONNX Runtime's WebGPU execution provider.
+
+The core (``models``, ``runtime``, ``preprocess``, ``postprocess``, ``predictor``, ``export``,
+``cli``) is pure Python + numpy; importing this package stays fast because ONNX Runtime, torch and
+Qt are imported only where they are used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+__all__ = ["Sam2Predictor", "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .predictor import Sam2Predictor
+
+
+def __getattr__(name: str):
+    # Lazy so that `import napari_sam2_webgpu` does not pull in onnxruntime.
+    if name == "Sam2Predictor":
+        from .predictor import Sam2Predictor
+
+        return Sam2Predictor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
