@@ -1,0 +1,159 @@
+"""Prompt coordinates into the model's frame, and low-resolution logits back to image masks.
+
+SAM2 sees every image squeezed to 1024 x 1024 (no padding), so a point ``(x, y)`` in image
+pixels becomes ``(x * 1024 / W, y * 1024 / H)``, and the decoder's 256 x 256 logits are resized
+to ``(H, W)`` with PyTorch's bilinear ``interpolate(align_corners=False)``. Both are reproduced
+here; upsampling is done in row blocks straight to booleans so that masks of very large images
+never exist as full float arrays.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from .preprocess import MODEL_SIZE
+
+MASK_THRESHOLD = 0.0
+LOGIT_CLAMP = 32.0
+_ROW_BLOCK = 2048
+
+
+def to_model_coords(coords: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """Scale ``(..., 2)`` (x, y) pixel coordinates into the 1024 x 1024 model frame.
+
+    Parameters
+    ----------
+    coords : numpy.ndarray
+        Coordinates in SAM's (x, y) pixel convention.
+    image_hw : (int, int)
+        Height and width of the original image.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 coordinates of the same shape.
+    """
+    height, width = image_hw
+    # Divide first, then multiply, like SAM2Transforms.transform_coords (bit-for-bit parity).
+    out = np.asarray(coords, dtype=np.float32).copy()
+    out[..., 0] = out[..., 0] / np.float32(width)
+    out[..., 1] = out[..., 1] / np.float32(height)
+    return out * np.float32(MODEL_SIZE)
+
+
+@lru_cache(maxsize=16)
+def upsample_weights(in_size: int, out_size: int) -> np.ndarray:
+    """Weights of PyTorch's ``interpolate(mode="bilinear", align_corners=False)`` on one axis.
+
+    Parameters
+    ----------
+    in_size, out_size : int
+        Input and output lengths.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(out_size, in_size)`` float32 matrix (two non-zeros per row, no antialiasing).
+    """
+    scale = np.float32(in_size / out_size)
+    src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    src = np.maximum(src, np.float32(0.0))
+    low = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    high = np.minimum(low + 1, in_size - 1)
+    frac = (src - low).astype(np.float32)
+    weights = np.zeros((out_size, in_size), dtype=np.float32)
+    rows = np.arange(out_size)
+    np.add.at(weights, (rows, low), np.float32(1.0) - frac)
+    np.add.at(weights, (rows, high), frac)
+    return weights
+
+
+def upsample_logits(low_res: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """Resize ``(..., h, w)`` logits to the image size (float32)."""
+    w_rows = upsample_weights(low_res.shape[-2], image_hw[0])
+    w_cols = upsample_weights(low_res.shape[-1], image_hw[1])
+    return w_rows @ low_res.astype(np.float32) @ w_cols.T
+
+
+def logits_to_masks(
+    low_res: np.ndarray,
+    image_hw: tuple[int, int],
+    threshold: float = MASK_THRESHOLD,
+) -> np.ndarray:
+    """Upsample ``(..., h, w)`` logits to ``(..., H, W)`` boolean masks, in row blocks.
+
+    Parameters
+    ----------
+    low_res : numpy.ndarray
+        Decoder logits, typically ``(K, 256, 256)``.
+    image_hw : (int, int)
+        Target height and width.
+    threshold : float
+        Logit threshold (SAM2 uses 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean masks.
+    """
+    height, width = image_hw
+    w_rows = upsample_weights(low_res.shape[-2], height)
+    # Columns first: the (…, h, W) intermediate is small; rows are then done block by block.
+    cols = low_res.astype(np.float32) @ upsample_weights(low_res.shape[-1], width).T
+    masks = np.empty(low_res.shape[:-2] + (height, width), dtype=bool)
+    for start in range(0, height, _ROW_BLOCK):
+        block = w_rows[start : start + _ROW_BLOCK] @ cols
+        np.greater(block, threshold, out=masks[..., start : start + block.shape[-2], :])
+    return masks
+
+
+def stability_scores(logits: np.ndarray, delta: float) -> np.ndarray:
+    """SAM2's mask stability: area above ``+delta`` over area above ``-delta``."""
+    flat = logits.reshape(*logits.shape[:-2], -1)
+    inner = np.count_nonzero(flat > delta, axis=-1).astype(np.float32)
+    outer = np.count_nonzero(flat > -delta, axis=-1).astype(np.float32)
+    return np.where(outer > 0, inner / np.maximum(outer, 1.0), np.float32(1.0))
+
+
+def select_single_mask(
+    single_logits: np.ndarray,
+    single_iou: np.ndarray,
+    multi_logits: np.ndarray,
+    multi_iou: np.ndarray,
+    *,
+    delta: float = 0.05,
+    thresh: float = 0.98,
+) -> tuple[np.ndarray, np.ndarray]:
+    """SAM2's dynamic single-mask choice, per prompt set.
+
+    Keeps the single-mask token's output when it is stable, otherwise falls back to the
+    multimask output with the best predicted IoU (``dynamic_multimask_via_stability``).
+
+    Parameters
+    ----------
+    single_logits : numpy.ndarray
+        ``(B, 1, h, w)`` single-mask token logits.
+    single_iou : numpy.ndarray
+        ``(B, 1)`` its predicted IoU.
+    multi_logits : numpy.ndarray
+        ``(B, 3, h, w)`` multimask logits.
+    multi_iou : numpy.ndarray
+        ``(B, 3)`` their predicted IoUs.
+    delta, thresh : float
+        Stability delta and threshold (SAM2.1 uses 0.05 and 0.98).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``(B, 1, h, w)`` logits and ``(B, 1)`` scores.
+    """
+    best = np.argmax(multi_iou, axis=-1)
+    batch = np.arange(multi_iou.shape[0])
+    best_logits = multi_logits[batch, best][:, None]
+    best_iou = multi_iou[batch, best][:, None]
+    stable = stability_scores(single_logits[:, 0], delta) >= thresh
+    logits = np.where(stable[:, None, None, None], single_logits, best_logits)
+    iou = np.where(stable[:, None], single_iou, best_iou)
+    return logits, iou

@@ -1,0 +1,48 @@
+"""Shared fixtures: small SAM2-architecture models with random weights, exported by our own code."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+# Tests must never touch the user's real model cache or the network model hubs.
+os.environ.setdefault("NAPARI_SAM2_WEBGPU_OFFLINE", "1")
+
+MODEL_SEED = 1234
+
+
+@pytest.fixture(scope="session")
+def micro_model_files(tmp_path_factory):
+    """ONNX encoder/decoder pair of the ``micro`` config (same graph as SAM2.1, thin trunk)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sam2")
+    from napari_sam2_webgpu.export import build_sam2_model, export_onnx
+
+    out = tmp_path_factory.mktemp("micro_model")
+    model = build_sam2_model("micro", seed=MODEL_SEED)
+    files = export_onnx(model, out, name="micro", size="micro")
+    return model, files
+
+
+@pytest.fixture(scope="session")
+def micro_predictor(micro_model_files):
+    """A CPU ``Sam2Predictor`` on the micro model."""
+    from napari_sam2_webgpu.predictor import Sam2Predictor
+
+    _, files = micro_model_files
+    return Sam2Predictor.from_files(files.encoder, files.decoder, backend="cpu")
+
+
+def blob_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A uint8 RGB image with a few bright blobs on a textured background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:height, :width]
+    img = rng.normal(40, 10, (height, width))
+    for _ in range(4):
+        cy, cx = rng.uniform(0.2, 0.8) * height, rng.uniform(0.2, 0.8) * width
+        r = rng.uniform(0.08, 0.2) * min(height, width)
+        img += 150 * np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2)))
+    gray = np.clip(img, 0, 255).astype(np.uint8)
+    return np.stack([gray, np.roll(gray, 3, axis=1), gray // 2 + 60], axis=-1)
