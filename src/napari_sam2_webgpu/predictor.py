@@ -395,21 +395,8 @@ class Sam2Predictor:
             Malformed prompts: mismatched points and labels, labels other than 0/1, points
             outside the image, an empty or inverted box, a mask of the wrong shape.
         """
-        if self._embedding is None:
-            raise RuntimeError("An image must be set with set_image(...) before predict().")
+        feeds, batched = self._decoder_feeds(point_coords, point_labels, box, mask_input)
         emb = self._embedding
-        coords, labels, batched = self._prepare_prompts(point_coords, point_labels, box, emb)
-        n_sets = coords.shape[0]
-        mask, has_mask = self._prepare_mask_input(mask_input, n_sets)
-        feeds = {
-            "image_embed": emb.image_embed,
-            "high_res_feats_0": emb.high_res_feats_0,
-            "high_res_feats_1": emb.high_res_feats_1,
-            "point_coords": coords,
-            "point_labels": labels,
-            "mask_input": mask,
-            "has_mask_input": has_mask,
-        }
         start = time.perf_counter()
         out = dict(zip(self._decoder_outputs, self._decoder.run(None, feeds), strict=True))
         logits, scores = self._select(out, multimask_output)
@@ -423,6 +410,30 @@ class Sam2Predictor:
         if not batched:
             return masks[0], scores[0], low_res[0]
         return masks, scores, low_res
+
+    def _decoder_feeds(
+        self,
+        point_coords: Any = None,
+        point_labels: Any = None,
+        box: Any = None,
+        mask_input: Any = None,
+    ) -> tuple[dict[str, np.ndarray], bool]:
+        """Validated decoder inputs for the current image, and whether prompts were batched."""
+        if self._embedding is None:
+            raise RuntimeError("An image must be set with set_image(...) before predict().")
+        emb = self._embedding
+        coords, labels, batched = self._prepare_prompts(point_coords, point_labels, box, emb)
+        mask, has_mask = self._prepare_mask_input(mask_input, coords.shape[0])
+        feeds = {
+            "image_embed": emb.image_embed,
+            "high_res_feats_0": emb.high_res_feats_0,
+            "high_res_feats_1": emb.high_res_feats_1,
+            "point_coords": coords,
+            "point_labels": labels,
+            "mask_input": mask,
+            "has_mask_input": has_mask,
+        }
+        return feeds, batched
 
     def _select(self, out: dict[str, np.ndarray], multimask: bool) -> tuple[np.ndarray, np.ndarray]:
         multi, multi_iou = out["masks"], out["iou_predictions"]

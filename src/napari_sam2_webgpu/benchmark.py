@@ -1,0 +1,280 @@
+"""Timing of the ONNX Runtime paths: session creation, encode, decode and click-to-mask.
+
+Used by ``napari-sam2-webgpu bench`` and ``benchmarks/bench.py`` (which adds the PyTorch
+references). Everything is measured, nothing is asserted: the output is a Markdown table.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+
+@dataclass
+class Timing:
+    """Median and spread of repeated runs, in milliseconds."""
+
+    runs_ms: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs_ms) if self.runs_ms else float("nan")
+
+    def __str__(self) -> str:
+        if not self.runs_ms:
+            return "—"
+        low, high = min(self.runs_ms), max(self.runs_ms)
+        return f"{self.median:.1f} ({low:.1f}–{high:.1f})"
+
+
+def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 2) -> Timing:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed."""
+    for _ in range(warmup):
+        fn()
+    timing = Timing()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        timing.runs_ms.append((time.perf_counter() - start) * 1e3)
+    return timing
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process in MB (Linux; NaN elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError):
+        return float("nan")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak / 1e3
+
+
+def test_image(side: int, seed: int = 0) -> np.ndarray:
+    """A reproducible uint8 RGB image with bright blobs (cells) on a noisy background."""
+    rng = np.random.default_rng(seed)
+    small = 256
+    yy, xx = np.mgrid[:small, :small]
+    img = rng.normal(30, 8, (small, small))
+    for _ in range(12):
+        cy, cx, r = rng.uniform(20, small - 20), rng.uniform(20, small - 20), rng.uniform(6, 20)
+        img += 160 * np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2)))
+    gray = np.clip(img, 0, 255).astype(np.uint8)
+    reps = -(-side // small)
+    gray = np.tile(gray, (reps, reps))[:side, :side]
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
+@dataclass
+class PathResult:
+    """What one model x backend path measured."""
+
+    model: str
+    backend: str
+    device: str
+    session_ms: float
+    encode: Timing
+    decode: Timing
+    click_to_mask: dict[int, Timing]
+    rss_mb: float
+    masks: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+
+
+def _model_files(size: str, model_dir: str | None) -> tuple[Path, Path]:
+    if model_dir:
+        folder = Path(model_dir)
+        for stem in (f"sam2.1_hiera_{size}", size):
+            enc, dec = folder / f"{stem}.encoder.onnx", folder / f"{stem}.decoder.onnx"
+            if enc.is_file() and dec.is_file():
+                return enc, dec
+        raise FileNotFoundError(f"No {size} encoder/decoder pair in {folder}")
+    from .models import ensure_model
+
+    paths = ensure_model(size)
+    return paths.encoder, paths.decoder
+
+
+def measure_path(
+    encoder: Path,
+    decoder: Path,
+    backend: str,
+    *,
+    name: str,
+    repeats: int = 10,
+    image_sides: Sequence[int] = (1024, 2048, 8192),
+) -> PathResult:
+    """Measure one model on one backend.
+
+    Parameters
+    ----------
+    encoder, decoder : Path
+        The ONNX pair.
+    backend : str
+        ``"webgpu"`` or ``"cpu"`` (``"auto"`` also works).
+    name : str
+        Model name for the table.
+    repeats : int
+        Timed runs after warm-up for encode and decode.
+    image_sides : sequence of int
+        Square image sizes for click-to-mask latency (decode + upsampling to image size).
+
+    Returns
+    -------
+    PathResult
+    """
+    from .predictor import Sam2Predictor
+
+    start = time.perf_counter()
+    predictor = Sam2Predictor.from_files(encoder, decoder, backend, name=name)
+    session_ms = (time.perf_counter() - start) * 1e3
+
+    image = test_image(1024)
+    encode = time_calls(lambda: predictor.set_image(image), repeats)
+    point = {"point_coords": [[300.0, 420.0]], "point_labels": [1]}
+    feeds, _ = predictor._decoder_feeds(**point)
+    decode = time_calls(lambda: predictor._decoder.run(None, feeds), repeats)
+    masks, _, _ = predictor.predict(**point)
+    embedding = predictor.embedding.image_embed.copy()
+
+    click: dict[int, Timing] = {}
+    for side in image_sides:
+        big = test_image(side)
+        predictor.set_image(big)
+        scale = side / 1024
+        prompt = {"point_coords": [[300.0 * scale, 420.0 * scale]], "point_labels": [1]}
+        click[side] = time_calls(lambda p=prompt: predictor.predict(**p), max(3, repeats // 2))
+        del big
+    return PathResult(
+        model=name,
+        backend=predictor.backend,
+        device=predictor.device,
+        session_ms=session_ms,
+        encode=encode,
+        decode=decode,
+        click_to_mask=click,
+        rss_mb=rss_mb(),
+        masks=masks,
+        embedding=embedding,
+    )
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def format_table(results: Sequence[PathResult], image_sides: Sequence[int]) -> str:
+    """Markdown table of :class:`PathResult` rows, medians (min–max) in ms."""
+    head = ["model", "backend", "device", "session ms", "encode ms", "decode ms"]
+    head += [f"click→mask {s}² ms" for s in image_sides] + ["RSS MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in results:
+        row = [r.model, r.backend, r.device, f"{r.session_ms:.0f}", str(r.encode), str(r.decode)]
+        row += [str(r.click_to_mask.get(s, Timing())) for s in image_sides]
+        row.append(f"{r.rss_mb:.0f}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def format_parity(results: Sequence[PathResult]) -> str:
+    """Agreement of every non-CPU path with the CPU path of the same model."""
+    lines = []
+    by_model: dict[str, dict[str, PathResult]] = {}
+    for r in results:
+        by_model.setdefault(r.model, {})[r.backend] = r
+    for model, paths in by_model.items():
+        cpu = paths.get("cpu")
+        for backend, r in paths.items():
+            if cpu is None or backend == "cpu":
+                continue
+            rel = float(
+                np.max(np.abs(r.embedding - cpu.embedding))
+                / (np.max(np.abs(cpu.embedding)) + 1e-12)
+            )
+            ious = [_iou(a, b) for a, b in zip(r.masks, cpu.masks, strict=True)]
+            lines.append(
+                f"- {model}: {backend} vs cpu: embedding max relative error {rel:.2e}, "
+                f"mask IoU min {min(ious):.5f}"
+            )
+    return "\n".join(lines)
+
+
+def run_benchmark(
+    sizes: Sequence[str] = ("tiny",),
+    backends: Sequence[str] = ("webgpu", "cpu"),
+    *,
+    model_dir: str | None = None,
+    encoder: str | None = None,
+    decoder: str | None = None,
+    repeats: int = 10,
+    image_sides: Sequence[int] = (1024, 2048, 8192),
+    out: TextIO = sys.stdout,
+) -> list[PathResult]:
+    """Measure every model x backend path and print the tables.
+
+    Parameters
+    ----------
+    sizes : sequence of str
+        Model sizes, looked up in ``model_dir`` or the model cache.
+    backends : sequence of str
+        Backends to time; one that is unavailable is reported and skipped.
+    model_dir : str, optional
+        Folder of ONNX pairs named ``sam2.1_hiera_<size>.{encoder,decoder}.onnx``.
+    encoder, decoder : str, optional
+        A custom pair instead of ``sizes``.
+    repeats : int
+        Timed runs per measurement.
+    image_sides : sequence of int
+        Square image sides for click-to-mask latency.
+    out : file
+        Where to print.
+
+    Returns
+    -------
+    list of PathResult
+    """
+    from . import __version__
+    from .runtime import WebGPUUnavailableError, resolve_backend
+
+    pairs = (
+        [("custom", Path(encoder), Path(decoder))]
+        if encoder and decoder
+        else [(s, *_model_files(s, model_dir)) for s in sizes]
+    )
+    results: list[PathResult] = []
+    for name, enc, dec in pairs:
+        for backend in backends:
+            try:
+                resolve_backend(backend)
+            except WebGPUUnavailableError as exc:
+                print(f"skipping {name} on {backend}: {exc}", file=out)
+                continue
+            results.append(
+                measure_path(enc, dec, backend, name=name, repeats=repeats, image_sides=image_sides)
+            )
+            print(f"measured {name} on {backend}", file=sys.stderr)
+    info = resolve_backend("auto")
+    print(f"\nnapari-sam2-webgpu {__version__}; {info.describe()}", file=out)
+    print(f"medians (min–max) of {repeats} runs after 2 warm-ups\n", file=out)
+    print(format_table(results, image_sides), file=out)
+    parity = format_parity(results)
+    if parity:
+        print("\nAgreement with the CPU path (same image, same point):\n" + parity, file=out)
+    print(f"\npeak RSS of the process: {peak_rss_mb():.0f} MB", file=out)
+    return results

@@ -1,0 +1,308 @@
+"""The ``napari-sam2-webgpu`` command: models, download, doctor, segment, export, bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+BACKEND_CHOICES = ("auto", "webgpu", "cpu")
+
+
+def _floats(text: str, count: Sequence[int], what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in count:
+        shape = " or ".join(str(c) for c in count)
+        raise argparse.ArgumentTypeError(
+            f"{what} needs {shape} comma-separated numbers, got {text!r}"
+        )
+    return values
+
+
+def _point(text: str) -> list[float]:
+    values = _floats(text, (2, 3), "--point X,Y[,LABEL]")
+    if len(values) == 2:
+        values.append(1.0)
+    if values[2] not in (0.0, 1.0):
+        raise argparse.ArgumentTypeError(f"point label must be 1 or 0, got {values[2]:g}")
+    return values
+
+
+def _box(text: str) -> list[float]:
+    return _floats(text, (4,), "--box X0,Y0,X1,Y1")
+
+
+def _pair(text: str) -> list[float]:
+    return _floats(text, (2,), "--contrast LOW,HIGH")
+
+
+class _ProgressPrinter:
+    """Download progress on one terminal line."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int, filename: str) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < 0.2:
+            return
+        self._last = now
+        percent = 100.0 * done / total if total else 0.0
+        end = "\n" if total and done >= total else ""
+        sys.stderr.write(
+            f"\r{filename}: {done / 1e6:8.1f} / {total / 1e6:.1f} MB ({percent:5.1f}%){end}"
+        )
+        sys.stderr.flush()
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from . import models
+
+    print(f"cache: {models.cache_dir()}")
+    print(f"{'model':<10} {'cached':<7} {'encoder MB':>10} {'decoder MB':>10}  source")
+    for row in models.cache_status():
+        spec = models.get_spec(row["name"])
+        print(
+            f"{row['name']:<10} {'yes' if row['cached'] else 'no':<7} "
+            f"{spec.encoder.size / 1e6:>10.1f} {spec.decoder.size / 1e6:>10.1f}  {spec.source}"
+        )
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from . import models
+
+    names = list(models.MODEL_SIZES) if args.all else args.sizes
+    if not names:
+        print("Name at least one model size, or --all.", file=sys.stderr)
+        return 2
+    for name in names:
+        paths = models.ensure_model(name, progress=_ProgressPrinter())
+        print(f"{name}: {paths.encoder}\n{' ' * len(name)}  {paths.decoder}")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .runtime import doctor_report
+
+    print(doctor_report())
+    return 0
+
+
+def _read_image(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"Image not found: {path}")
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        return tifffile.imread(path)
+    if path.suffix.lower() == ".npy":
+        return np.load(path)
+    import skimage.io
+
+    return skimage.io.imread(path)
+
+
+def _write_labels(path: Path, labels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        tifffile.imwrite(path, labels, compression="zlib")
+    elif path.suffix.lower() == ".npy":
+        np.save(path, labels)
+    else:
+        import skimage.io
+
+        skimage.io.imsave(path, labels, check_contrast=False)
+
+
+def _load_predictor(args: argparse.Namespace):
+    from .predictor import Sam2Predictor
+
+    if args.encoder or args.decoder:
+        if not (args.encoder and args.decoder):
+            raise SystemExit("error: --encoder and --decoder go together")
+        return Sam2Predictor.from_files(args.encoder, args.decoder, args.backend)
+    return Sam2Predictor.from_pretrained(args.model, args.backend, progress=_ProgressPrinter())
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    image = _read_image(Path(args.image))
+    predictor = _load_predictor(args)
+    print(f"model {predictor.name} on {predictor.backend_info.describe()}", file=sys.stderr)
+    predictor.set_image(image, contrast_limits=args.contrast)
+    coords = labels = None
+    if args.point:
+        coords = np.array([p[:2] for p in args.point])
+        labels = np.array([int(p[2]) for p in args.point])
+    masks, scores, _ = predictor.predict(
+        point_coords=coords,
+        point_labels=labels,
+        box=args.box,
+        multimask_output=args.multimask,
+    )
+    best = int(np.argmax(scores))
+    dtype = np.uint8 if args.label <= 255 else np.uint16
+    out = np.where(masks[best], args.label, 0).astype(dtype)
+    _write_labels(Path(args.out), out)
+    print(
+        f"wrote {args.out}: mask {best + 1}/{len(scores)}, score {scores[best]:.3f}, "
+        f"{int(masks[best].sum())} pixels; encode {predictor.last_encode_seconds * 1e3:.0f} ms, "
+        f"decode {predictor.last_decode_seconds * 1e3:.0f} ms",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_checkpoint
+
+    if args.checkpoint is None and not args.random_weights:
+        raise SystemExit(
+            "error: give --checkpoint FILE.pt (official or fine-tuned SAM2/SAM2.1), "
+            "or --random-weights for a test model"
+        )
+    result = export_checkpoint(
+        args.size,
+        args.out,
+        checkpoint=args.checkpoint,
+        config=args.config,
+        fp16=args.fp16,
+        seed=args.seed,
+        name=args.name,
+    )
+    print(f"encoder: {result.encoder}\ndecoder: {result.decoder}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmark import run_benchmark
+
+    run_benchmark(
+        sizes=args.sizes,
+        backends=args.backends,
+        model_dir=args.model_dir,
+        encoder=args.encoder,
+        decoder=args.decoder,
+        repeats=args.repeats,
+        image_sides=args.image_sides,
+        out=sys.stdout,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="napari-sam2-webgpu",
+        description="Segment Anything 2 on any GPU through ONNX Runtime WebGPU (CPU fallback).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("models", help="list model sizes and whether they are cached").set_defaults(
+        func=_cmd_models
+    )
+
+    p = sub.add_parser("download", help="download models into the cache")
+    p.add_argument("sizes", nargs="*", help="tiny, small, base_plus, large")
+    p.add_argument("--all", action="store_true", help="every model size")
+    p.set_defaults(func=_cmd_download)
+
+    sub.add_parser("doctor", help="what GPU and runtime would be used, and why").set_defaults(
+        func=_cmd_doctor
+    )
+
+    p = sub.add_parser("segment", help="segment one object in an image file from prompts")
+    p.add_argument("image", help="image file (.tif, .png, .jpg, .npy)")
+    p.add_argument("--model", default="tiny", help="registry model size (default tiny)")
+    p.add_argument("--encoder", help="custom encoder ONNX (with --decoder)")
+    p.add_argument("--decoder", help="custom decoder ONNX (with --encoder)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
+    p.add_argument(
+        "--point",
+        type=_point,
+        action="append",
+        metavar="X,Y[,LABEL]",
+        help="a prompt point in pixels (x = column, y = row); LABEL 1 object, 0 background",
+    )
+    p.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1", help="a box prompt in pixels")
+    p.add_argument("--contrast", type=_pair, metavar="LOW,HIGH", help="intensity range")
+    p.add_argument(
+        "--multimask", action="store_true", help="predict 3 candidates and keep the best-scoring"
+    )
+    p.add_argument("--label", type=int, default=1, help="value written for the object")
+    p.add_argument("--out", required=True, help="output label image (.tif, .png, .npy)")
+    p.set_defaults(func=_cmd_segment)
+
+    p = sub.add_parser("export", help="convert a SAM2/SAM2.1 checkpoint to the ONNX pair")
+    p.add_argument("--size", default="tiny", help="tiny, small, base_plus, large (or micro)")
+    p.add_argument("--checkpoint", help="the .pt checkpoint")
+    p.add_argument("--config", help="sam2 config name overriding the size's")
+    p.add_argument("--fp16", action="store_true", help="float16 weights")
+    p.add_argument("--random-weights", action="store_true", help="no checkpoint: test model")
+    p.add_argument("--seed", type=int, default=0, help="seed for --random-weights")
+    p.add_argument("--name", help="output file stem")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("bench", help="time session creation, encode and decode per backend")
+    p.add_argument("--sizes", nargs="+", default=["tiny"], help="model sizes to time")
+    p.add_argument("--backends", nargs="+", default=["webgpu", "cpu"], choices=BACKEND_CHOICES)
+    p.add_argument(
+        "--model-dir",
+        help="folder with <name>.encoder.onnx/<name>.decoder.onnx; default: the model cache",
+    )
+    p.add_argument("--encoder", help="a single custom encoder to time (with --decoder)")
+    p.add_argument("--decoder", help="a single custom decoder to time (with --encoder)")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs after warm-up")
+    p.add_argument(
+        "--image-sides",
+        type=int,
+        nargs="+",
+        default=[1024, 2048, 8192],
+        help="image sizes for click-to-mask latency",
+    )
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``napari-sam2-webgpu`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s: %(message)s",
+    )
+    from .models import ModelError
+    from .predictor import PromptError
+    from .preprocess import ImageError
+    from .runtime import WebGPUUnavailableError
+
+    try:
+        return args.func(args)
+    except (
+        ModelError,
+        PromptError,
+        ImageError,
+        WebGPUUnavailableError,
+        FileNotFoundError,
+        ValueError,
+        ImportError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
