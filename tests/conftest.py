@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 import pytest
+
+# Triton (imported lazily by torch and torchvision) and Mesa's llvmpipe/lavapipe (loaded by wgpu's
+# adapter discovery and by Qt's GL under Xvfb) carry different LLVMs: when Mesa's loads first,
+# importing Triton segfaults. Loading Triton first is safe.
+with contextlib.suppress(ImportError):
+    import triton  # noqa: F401
 
 # Tests must never touch the user's real model cache or the network model hubs.
 os.environ.setdefault("NAPARI_SAM2_WEBGPU_OFFLINE", "1")
