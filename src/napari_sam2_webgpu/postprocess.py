@@ -17,7 +17,7 @@ from .preprocess import MODEL_SIZE
 
 MASK_THRESHOLD = 0.0
 LOGIT_CLAMP = 32.0
-_ROW_BLOCK = 2048
+_ROW_BLOCK = 1024
 
 
 def to_model_coords(coords: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
@@ -43,9 +43,9 @@ def to_model_coords(coords: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray
     return out * np.float32(MODEL_SIZE)
 
 
-@lru_cache(maxsize=16)
-def upsample_weights(in_size: int, out_size: int) -> np.ndarray:
-    """Weights of PyTorch's ``interpolate(mode="bilinear", align_corners=False)`` on one axis.
+@lru_cache(maxsize=32)
+def upsample_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of PyTorch's bilinear ``align_corners=False`` on one axis.
 
     Parameters
     ----------
@@ -54,27 +54,36 @@ def upsample_weights(in_size: int, out_size: int) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
-        ``(out_size, in_size)`` float32 matrix (two non-zeros per row, no antialiasing).
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+        ``low`` and ``high`` source indices and the float32 weight of ``high`` for every output
+        position (no antialiasing, like ``torch.nn.functional.interpolate``).
     """
     scale = np.float32(in_size / out_size)
     src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
     src = np.maximum(src, np.float32(0.0))
-    low = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    low = np.minimum(np.floor(src).astype(np.intp), in_size - 1)
     high = np.minimum(low + 1, in_size - 1)
-    frac = (src - low).astype(np.float32)
-    weights = np.zeros((out_size, in_size), dtype=np.float32)
-    rows = np.arange(out_size)
-    np.add.at(weights, (rows, low), np.float32(1.0) - frac)
-    np.add.at(weights, (rows, high), frac)
-    return weights
+    return low, high, (src - low).astype(np.float32)
+
+
+def _lerp(values: np.ndarray, axis: int, out_size: int) -> np.ndarray:
+    # Two taps per output sample: far cheaper than a dense interpolation matrix.
+    low, high, frac = upsample_taps(values.shape[axis], out_size)
+    shape = [1] * values.ndim
+    shape[axis] = out_size
+    frac = frac.reshape(shape)
+    a = np.take(values, low, axis=axis)
+    b = np.take(values, high, axis=axis)
+    a *= np.float32(1.0) - frac
+    b *= frac
+    a += b
+    return a
 
 
 def upsample_logits(low_res: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
-    """Resize ``(..., h, w)`` logits to the image size (float32)."""
-    w_rows = upsample_weights(low_res.shape[-2], image_hw[0])
-    w_cols = upsample_weights(low_res.shape[-1], image_hw[1])
-    return w_rows @ low_res.astype(np.float32) @ w_cols.T
+    """Resize ``(..., h, w)`` logits to the image size (float32), as PyTorch's bilinear."""
+    cols = _lerp(low_res.astype(np.float32), -1, image_hw[1])
+    return _lerp(cols, -2, image_hw[0])
 
 
 def logits_to_masks(
@@ -99,13 +108,18 @@ def logits_to_masks(
         Boolean masks.
     """
     height, width = image_hw
-    w_rows = upsample_weights(low_res.shape[-2], height)
-    # Columns first: the (…, h, W) intermediate is small; rows are then done block by block.
-    cols = low_res.astype(np.float32) @ upsample_weights(low_res.shape[-1], width).T
+    # Columns first: the (..., h, W) intermediate is small; rows are then done block by block,
+    # so a full-size float array never exists.
+    cols = _lerp(low_res.astype(np.float32), -1, width)
+    low, high, frac = upsample_taps(low_res.shape[-2], height)
     masks = np.empty(low_res.shape[:-2] + (height, width), dtype=bool)
     for start in range(0, height, _ROW_BLOCK):
-        block = w_rows[start : start + _ROW_BLOCK] @ cols
-        np.greater(block, threshold, out=masks[..., start : start + block.shape[-2], :])
+        stop = min(start + _ROW_BLOCK, height)
+        f = frac[start:stop, None]
+        block = np.take(cols, low[start:stop], axis=-2)
+        block *= np.float32(1.0) - f
+        block += np.take(cols, high[start:stop], axis=-2) * f
+        np.greater(block, threshold, out=masks[..., start:stop, :])
     return masks
 
 
