@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 import traceback
 from collections import defaultdict
 from pathlib import Path
