@@ -156,20 +156,23 @@ def main(argv=None) -> int:
             "encoder fp16 weights",
             lambda: time_calls(lambda: enc16.run(None, {"image": tensor}), args.repeats, 3),
         )
-        out16 = enc16.run(None, {"image": tensor})
-        rel = max(
-            float(np.abs(a - b).max() / (np.abs(b).max() + 1e-12))
-            for a, b in zip(out16, ref, strict=True)
-        )
-        dec_out = cpu_dec.run(None, decoder_feeds(out16[2], out16[0], out16[1], hw))
-        ious = [
-            iou(m, r) for m, r in zip(logits_to_masks(dec_out[0][0], hw), ref_masks, strict=True)
-        ]
-        say(
-            f"| encoder fp16 vs CPU fp32 | features max rel err {rel:.2e}; masks IoU min "
-            f"{min(ious):.4f}; scores max abs err "
-            f"{float(np.abs(dec_out[1] - ref_out[1]).max()):.4f} |"
-        )
+
+        def fp16_parity():
+            out16 = enc16.run(None, {"image": tensor})
+            rel = max(
+                float(np.abs(a - b).max() / (np.abs(b).max() + 1e-12))
+                for a, b in zip(out16, ref, strict=True)
+            )
+            dec_out = cpu_dec.run(None, decoder_feeds(out16[2], out16[0], out16[1], hw))
+            masks = logits_to_masks(dec_out[0][0], hw)
+            ious = [iou(m, r) for m, r in zip(masks, ref_masks, strict=True)]
+            err = float(np.abs(dec_out[1] - ref_out[1]).max())
+            return (
+                f"features max rel err {rel:.2e}; masks IoU min {min(ious):.4f}; "
+                f"scores max abs err {err:.4f}"
+            )
+
+        try_variant("encoder fp16 vs CPU fp32", fp16_parity)
 
         # Embeddings kept on the GPU: encoder outputs bound to device memory, decoder reads them.
         def device_resident():

@@ -315,35 +315,44 @@ def export_onnx(
         "stability_thresh": str(model.sam_mask_decoder.dynamic_multimask_stability_thresh),
         "fp16_weights": str(fp16),
     }
-    _export_one(
-        encoder,
-        (image,),
-        encoder_path,
-        ENCODER_INPUTS,
-        ENCODER_OUTPUTS,
-        None,
-        opset,
-        fp16,
-        metadata,
-    )
-    dynamic = {
-        "point_coords": {0: "num_labels", 1: "num_points"},
-        "point_labels": {0: "num_labels", 1: "num_points"},
-        "mask_input": {0: "num_labels"},
-        "has_mask_input": {0: "num_labels"},
-        **{o: {0: "num_labels"} for o in DECODER_OUTPUTS},
-    }
-    _export_one(
-        decoder,
-        prompt_args,
-        decoder_path,
-        DECODER_INPUTS,
-        DECODER_OUTPUTS,
-        dynamic,
-        opset,
-        fp16,
-        metadata,
-    )
+    parts = [p.with_name(p.name + ".part") for p in (encoder_path, decoder_path)]
+    try:
+        _export_one(
+            encoder,
+            (image,),
+            parts[0],
+            ENCODER_INPUTS,
+            ENCODER_OUTPUTS,
+            None,
+            opset,
+            fp16,
+            metadata,
+        )
+        dynamic = {
+            "point_coords": {0: "num_labels", 1: "num_points"},
+            "point_labels": {0: "num_labels", 1: "num_points"},
+            "mask_input": {0: "num_labels"},
+            "has_mask_input": {0: "num_labels"},
+            **{o: {0: "num_labels"} for o in DECODER_OUTPUTS},
+        }
+        _export_one(
+            decoder,
+            prompt_args,
+            parts[1],
+            DECODER_INPUTS,
+            DECODER_OUTPUTS,
+            dynamic,
+            opset,
+            fp16,
+            metadata,
+        )
+        # Moved into place only once both are complete: an export interrupted at the decoder
+        # must not leave a new encoder beside no decoder, or beside an older one.
+        os.replace(parts[0], encoder_path)
+        os.replace(parts[1], decoder_path)
+    finally:
+        for part in parts:
+            part.unlink(missing_ok=True)
     logger.info("Exported %s and %s", encoder_path, decoder_path)
     return ExportResult(encoder=encoder_path, decoder=decoder_path, size=size, fp16=fp16)
 
@@ -364,33 +373,28 @@ def _export_one(
     import onnx
     import torch
 
-    tmp = path.with_name(path.name + ".part")
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # tracer warnings about Python control flow
-            torch.onnx.export(
-                module,
-                args,
-                str(tmp),
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_axes=dynamic_axes,
-                opset_version=opset,
-                do_constant_folding=True,
-                dynamo=False,
-            )
-        proto = onnx.load(str(tmp))
-        if fp16:
-            from onnxruntime.transformers.float16 import convert_float_to_float16
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python control flow
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    proto = onnx.load(str(path))
+    if fp16:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
 
-            proto = convert_float_to_float16(proto, keep_io_types=True)
-        for key, value in metadata.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        proto = convert_float_to_float16(proto, keep_io_types=True)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
 
 
 def export_checkpoint(
