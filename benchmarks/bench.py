@@ -64,6 +64,7 @@ def _torch_path(model, device: str, bf16: bool, repeats: int, sides, name: str) 
     image = test_image(1024)
     enc = time_calls(lambda: encode(image), repeats)
     dec = time_calls(lambda: predict(point), repeats)
+    first = time_calls(lambda: (encode(image), predict(point)), repeats)
     masks = predict(point)[0].astype(bool)
     embedding = predictor._features["image_embed"].float().cpu().numpy()
     click = {}
@@ -80,7 +81,7 @@ def _torch_path(model, device: str, bf16: bool, repeats: int, sides, name: str) 
     dev_name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     model.to("cpu")
     return PathResult(
-        name, label, dev_name, session_ms, enc, dec, click, rss_mb(), masks, embedding
+        name, label, dev_name, session_ms, enc, dec, first, click, rss_mb(), masks, embedding
     )
 
 
@@ -102,7 +103,12 @@ def _ratios(results: list[PathResult]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["tiny"])
-    parser.add_argument("--backends", nargs="+", default=["webgpu", "cpu"])
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["webgpu", "webgpu-plain", "webgpu-fp16", "cpu"],
+        help="webgpu (all speed-ups), webgpu-plain (none), webgpu-fp16, cpu",
+    )
     parser.add_argument(
         "--torch",
         nargs="*",
@@ -132,24 +138,37 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         files = export_onnx(model, model_dir, name=f"sam2.1_hiera_{size}", size=size)
         print(f"exported {size} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        for backend in args.backends:
+        fp16 = None
+        if "webgpu-fp16" in args.backends:
+            fp16 = export_onnx(
+                model, model_dir, name=f"sam2.1_hiera_{size}.fp16", size=size, fp16=True
+            )
+        for label in args.backends:
+            backend, _, variant = label.partition("-")
             try:
                 resolve_backend(backend)
             except WebGPUUnavailableError as exc:
-                print(f"skipping {backend}: {exc}", file=sys.stderr)
+                print(f"skipping {label}: {exc}", file=sys.stderr)
                 continue
+            pair = fp16 if variant == "fp16" else files
+            # "webgpu-plain": before the speed-ups (host round trip per click, no graph capture).
+            options = (
+                {"device_resident": False, "graph_capture": False} if variant == "plain" else {}
+            )
             repeats = args.cpu_repeats if backend == "cpu" else args.repeats
             results.append(
                 measure_path(
-                    files.encoder,
-                    files.decoder,
+                    pair.encoder,
+                    pair.decoder,
                     backend,
                     name=size,
                     repeats=repeats,
                     image_sides=args.image_sides,
+                    label=label,
+                    **options,
                 )
             )
-            print(f"measured {size} {backend}", file=sys.stderr)
+            print(f"measured {size} {label}", file=sys.stderr)
         for path in args.torch:
             device, precision = path.split("-")
             if device == "cuda" and not torch.cuda.is_available():
@@ -165,7 +184,8 @@ def main(argv=None) -> int:
         + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         f"medians (min–max) in ms; GPU paths {args.repeats} runs, CPU paths "
         f"{args.cpu_repeats} runs, after 2 warm-ups. decode = decoder only (ORT) or "
-        "predict() at 1024² (torch); click→mask = predict() incl. upsampling to the image size",
+        "predict() at 1024² (torch); image→mask = set_image + predict at 1024²; "
+        "click→mask = predict() incl. upsampling to the image size",
         "",
         format_table(results, args.image_sides),
         "",

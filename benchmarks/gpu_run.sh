@@ -16,6 +16,6 @@ export PYTHONUNBUFFERED=1
   python3 -m napari_sam2_webgpu.cli doctor
 } 2>&1 | tee "$OUT/env.txt"
 # Tiny: every path. Large: every path but PyTorch on the CPU (minutes per run).
-timeout 300 python3 benchmarks/bench.py --sizes tiny --out "$OUT/bench_tiny.md" "$@" 2>&1 | tee "$OUT/log_tiny.txt"
-timeout 280 python3 benchmarks/bench.py --sizes large --torch cuda-fp32 cuda-bf16 \
+timeout 240 python3 benchmarks/bench.py --sizes tiny --out "$OUT/bench_tiny.md" "$@" 2>&1 | tee "$OUT/log_tiny.txt"
+timeout 330 python3 benchmarks/bench.py --sizes large --torch cuda-fp32 cuda-bf16 \
   --out "$OUT/bench_large.md" "$@" 2>&1 | tee "$OUT/log_large.txt"

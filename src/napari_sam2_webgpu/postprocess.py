@@ -59,7 +59,9 @@ def upsample_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, 
         position (no antialiasing, like ``torch.nn.functional.interpolate``).
     """
     scale = np.float32(in_size / out_size)
-    src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    # float32 scale, but (i + 0.5) * scale - 0.5 rounded once, as PyTorch's fused multiply-add
+    # does: rounding twice moves the source position by up to an ulp (1e-4 in the logits).
+    src = ((np.arange(out_size) + 0.5) * np.float64(scale) - 0.5).astype(np.float32)
     src = np.maximum(src, np.float32(0.0))
     low = np.minimum(np.floor(src).astype(np.intp), in_size - 1)
     high = np.minimum(low + 1, in_size - 1)

@@ -14,14 +14,15 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import postprocess
-from .preprocess import MODEL_SIZE, prepare_image
+from .iobinding import BoundEncoder, DeviceIO, is_device_value, run_decoder_bound, static_shape
+from .preprocess import MODEL_SIZE, ImageError, prepare_image
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runtime import BackendInfo
@@ -50,27 +51,48 @@ class PromptError(ValueError):
 class ImageEmbedding:
     """The encoder's output for one image: everything a decode needs.
 
+    On WebGPU the three tensors stay in GPU memory (``onnxruntime.OrtValue``); elsewhere they
+    are numpy arrays. :meth:`numpy` gives a host copy either way.
+
     Attributes
     ----------
-    image_embed : numpy.ndarray
+    image_embed : numpy.ndarray or onnxruntime.OrtValue
         ``(1, 256, 64, 64)`` float32.
-    high_res_feats_0 : numpy.ndarray
+    high_res_feats_0 : numpy.ndarray or onnxruntime.OrtValue
         ``(1, 32, 256, 256)`` float32.
-    high_res_feats_1 : numpy.ndarray
+    high_res_feats_1 : numpy.ndarray or onnxruntime.OrtValue
         ``(1, 64, 128, 128)`` float32.
     image_hw : tuple of int
         Height and width of the image that was encoded.
     """
 
-    image_embed: np.ndarray
-    high_res_feats_0: np.ndarray
-    high_res_feats_1: np.ndarray
+    image_embed: Any
+    high_res_feats_0: Any
+    high_res_feats_1: Any
     image_hw: tuple[int, int]
+    device: DeviceIO | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def on_device(self) -> bool:
+        """Whether the tensors live in GPU memory."""
+        return is_device_value(self.image_embed)
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the embedding, in bytes."""
-        return self.image_embed.nbytes + self.high_res_feats_0.nbytes + self.high_res_feats_1.nbytes
+        """Memory held by the embedding (host or GPU), in bytes."""
+        return sum(
+            v.tensor_size_in_bytes() if is_device_value(v) else v.nbytes for v in self._values()
+        )
+
+    def _values(self) -> tuple[Any, Any, Any]:
+        return (self.image_embed, self.high_res_feats_0, self.high_res_feats_1)
+
+    def numpy(self) -> ImageEmbedding:
+        """A copy whose tensors are numpy arrays on the host."""
+        if not self.on_device:
+            return self
+        host = [self.device.download(v) for v in self._values()]
+        return ImageEmbedding(*host, self.image_hw)
 
 
 def _input_names(session: Any) -> list[str]:
@@ -110,6 +132,21 @@ def _check_decoder(session: Any, path: str | os.PathLike | None) -> None:
             f"The decoder file{where} is not a SAM2 decoder in samexporter's interface: "
             f"missing inputs {missing}; outputs {outputs} (need 'masks', 'iou_predictions')."
         )
+
+
+def _device_io(info: BackendInfo) -> DeviceIO | None:
+    """Device memory of the WebGPU plugin EP, when this ONNX Runtime can bind to it."""
+    if info.provider != "webgpu":
+        return None
+    from .runtime import PLUGIN_PACKAGE, webgpu_ep_device
+
+    if info.webgpu_source != PLUGIN_PACKAGE:
+        return None
+    try:
+        return DeviceIO.for_ep_device(webgpu_ep_device())
+    except Exception as exc:  # never let an optimisation stop the model from loading
+        logger.info("device-resident embeddings unavailable: %s", exc)
+        return None
 
 
 def _model_metadata(session: Any) -> dict[str, str]:
@@ -157,6 +194,7 @@ class Sam2Predictor:
         name: str = "custom",
         encoder_path: str | os.PathLike | None = None,
         decoder_path: str | os.PathLike | None = None,
+        bound_encoder: BoundEncoder | None = None,
     ) -> None:
         _check_encoder(encoder_session, encoder_path)
         _check_decoder(decoder_session, decoder_path)
@@ -171,6 +209,8 @@ class Sam2Predictor:
         self.encoder_path = Path(encoder_path) if encoder_path else None
         self.decoder_path = Path(decoder_path) if decoder_path else None
         self._embedding: ImageEmbedding | None = None
+        # On WebGPU: encoder outputs stay in GPU memory and the decoder reads them there.
+        self._bound_encoder = bound_encoder
         self.last_encode_seconds: float | None = None
         self.last_decode_seconds: float | None = None
 
@@ -183,6 +223,9 @@ class Sam2Predictor:
         backend: str = "auto",
         *,
         name: str | None = None,
+        device_resident: bool = True,
+        graph_capture: bool = False,
+        warmup: bool = True,
     ) -> Sam2Predictor:
         """Load an encoder/decoder ONNX pair from disk.
 
@@ -195,6 +238,16 @@ class Sam2Predictor:
             logged reason; ``"webgpu"`` raises if WebGPU is unavailable; ``"cpu"`` forces CPU.
         name : str, optional
             Display name; defaults to the encoder's file stem.
+        device_resident : bool
+            On WebGPU, keep embeddings in GPU memory between encode and decode (IO binding).
+        graph_capture : bool
+            On WebGPU, record the encoder once and replay it (needs ``device_resident``); falls
+            back to normal runs if the execution provider refuses. Off by default: with
+            onnxruntime 1.32 and onnxruntime-ep-webgpu 0.4.0 the replayed encoder was 3.5x
+            faster on an H100 but its outputs were wrong (docs/benchmarks.md).
+        warmup : bool
+            On WebGPU, run the models once at load so shader compilation and graph capture do
+            not slow the first image and the first click.
 
         Returns
         -------
@@ -207,16 +260,19 @@ class Sam2Predictor:
         ValueError
             A file is not a valid ONNX model, or the files are swapped or not SAM2 models.
         """
-        from .runtime import create_session
+        from .runtime import create_session, resolve_backend
 
         for label, path in (("encoder", encoder), ("decoder", decoder)):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"The {label} file does not exist: {path}")
-        encoder_session, info = create_session(encoder, backend)
+        info = resolve_backend(backend) if isinstance(backend, str) else backend
+        device = _device_io(info) if device_resident else None
+        capture = {"enableGraphCapture": "1"} if device is not None and graph_capture else None
+        encoder_session, info = create_session(encoder, info, provider_options=capture)
         # The decoder follows the encoder's provider so a fallback is decided once.
         decoder_session, info = create_session(decoder, info)
         stem = Path(encoder).name.removesuffix(".onnx").removesuffix(".encoder")
-        return cls(
+        predictor = cls(
             encoder_session,
             decoder_session,
             info,
@@ -224,6 +280,41 @@ class Sam2Predictor:
             encoder_path=encoder,
             decoder_path=decoder,
         )
+        if device is not None and info.provider == "webgpu":
+            predictor._bind_encoder(device, graph_capture=capture is not None, path=encoder)
+        if warmup and info.provider == "webgpu":
+            predictor.warm_up()
+        return predictor
+
+    def _bind_encoder(self, device: DeviceIO, *, graph_capture: bool, path: Any) -> None:
+        """Switch to device-resident embeddings; check graph capture works, else drop it."""
+        from .runtime import create_session
+
+        shapes = {o.name: static_shape(o.shape) for o in self._encoder.get_outputs()}
+        if any(shape is None for shape in shapes.values()):
+            logger.info("encoder outputs have symbolic shapes: embeddings stay on the host")
+            return
+        probe = np.zeros((1, 3, MODEL_SIZE, MODEL_SIZE), dtype=np.float32)
+        try:
+            bound = BoundEncoder(self._encoder, device, shapes, graph_capture=graph_capture)
+            bound.run(probe)
+        except Exception as exc:
+            if not graph_capture:
+                logger.warning("Embeddings stay on the host (IO binding failed: %s)", exc)
+                return
+            logger.warning("Encoder graph capture failed (%s); running without it", exc)
+            self._encoder, _ = create_session(path, self.backend_info)
+            self._bind_encoder(device, graph_capture=False, path=path)
+            return
+        self._bound_encoder = bound
+
+    def warm_up(self) -> None:
+        """Run encoder and decoder once on a blank image, then forget it."""
+        previous = self._embedding
+        self.set_image(np.zeros((MODEL_SIZE, MODEL_SIZE), dtype=np.uint8))
+        self.predict(point_coords=[[MODEL_SIZE / 2, MODEL_SIZE / 2]], point_labels=[1])
+        self._embedding = previous
+        self.last_encode_seconds = self.last_decode_seconds = None
 
     @classmethod
     def from_pretrained(
@@ -233,6 +324,7 @@ class Sam2Predictor:
         *,
         progress: Callable[[int, int, str], None] | None = None,
         cache: str | os.PathLike | None = None,
+        **options: Any,
     ) -> Sam2Predictor:
         """Load a registry model, downloading and caching it on first use.
 
@@ -246,6 +338,8 @@ class Sam2Predictor:
             ``progress(bytes_done, bytes_total, filename)`` during downloads.
         cache : path, optional
             Cache folder; defaults to :func:`napari_sam2_webgpu.models.cache_dir`.
+        **options
+            ``device_resident``, ``graph_capture``, ``warmup``: see :meth:`from_files`.
 
         Returns
         -------
@@ -254,7 +348,9 @@ class Sam2Predictor:
         from .models import ensure_model
 
         paths = ensure_model(size, progress=progress, cache=Path(cache) if cache else None)
-        return cls.from_files(paths.encoder, paths.decoder, backend, name=f"sam2.1 {size}")
+        return cls.from_files(
+            paths.encoder, paths.decoder, backend, name=f"sam2.1 {size}", **options
+        )
 
     # -- state ----------------------------------------------------------------------------------
     @property
@@ -319,13 +415,25 @@ class Sam2Predictor:
         napari_sam2_webgpu.preprocess.ImageError
             The image cannot be segmented (wrong shape or dtype, too small, all NaN...).
         """
-        image = np.asarray(image)
+        array = np.asarray(image)
+        if array.dtype.kind in "OSUV":  # None, a file path, a list of mixed objects...
+            hint = " (read the file first)" if isinstance(image, str | os.PathLike) else ""
+            raise ImageError(
+                f"Expected an image as a numpy array of numbers, got {type(image).__name__}{hint}."
+            )
+        image = array
         tensor = prepare_image(image, contrast_limits=contrast_limits, rgb=rgb)
+        hw = (int(image.shape[0]), int(image.shape[1]))
         start = time.perf_counter()
+        if self._bound_encoder is not None:
+            out = self._bound_encoder.run(tensor)
+            self.last_encode_seconds = time.perf_counter() - start
+            feats = [out[name] for name in ENCODER_OUTPUTS]
+            return ImageEmbedding(feats[2], feats[0], feats[1], hw, self._bound_encoder.device)
         outputs = self._encoder.run(list(ENCODER_OUTPUTS), {ENCODER_INPUT: tensor})
         self.last_encode_seconds = time.perf_counter() - start
         feats0, feats1, embed = (np.ascontiguousarray(o, dtype=np.float32) for o in outputs)
-        return ImageEmbedding(embed, feats0, feats1, (int(image.shape[0]), int(image.shape[1])))
+        return ImageEmbedding(embed, feats0, feats1, hw)
 
     def set_image(
         self,
@@ -398,7 +506,7 @@ class Sam2Predictor:
         feeds, batched = self._decoder_feeds(point_coords, point_labels, box, mask_input)
         emb = self._embedding
         start = time.perf_counter()
-        out = dict(zip(self._decoder_outputs, self._decoder.run(None, feeds), strict=True))
+        out = dict(zip(self._decoder_outputs, self._run_decoder(feeds), strict=True))
         logits, scores = self._select(out, multimask_output)
         masks = (
             postprocess.upsample_logits(logits, emb.image_hw)
@@ -410,6 +518,13 @@ class Sam2Predictor:
         if not batched:
             return masks[0], scores[0], low_res[0]
         return masks, scores, low_res
+
+    def _run_decoder(self, feeds: dict[str, Any]) -> list[np.ndarray]:
+        device = {k: v for k, v in feeds.items() if is_device_value(v)}
+        if not device:
+            return self._decoder.run(None, feeds)
+        host = {k: v for k, v in feeds.items() if k not in device}
+        return run_decoder_bound(self._decoder, device, host)
 
     def _decoder_feeds(
         self,

@@ -1,0 +1,170 @@
+"""Keep image embeddings on the GPU between the encoder and every decode (ONNX Runtime IO binding).
+
+Copying the ~16 MB of embeddings from the GPU after encoding and back to it on every click cost
+more than the computation itself on WebGPU (H100: 25 ms of a 61 ms tiny encode, 20 ms of a
+41 ms decode; docs/benchmarks.md). With IO binding the encoder writes into device buffers that
+the decoder reads directly; only the prompts go up and the low-resolution masks come down.
+
+The encoder can also run as a captured graph (the WebGPU EP's ``enableGraphCapture``): the whole
+command sequence is recorded once and replayed, removing the per-kernel CPU overhead that
+dominates small models. A captured graph writes into fixed buffers, so each result is copied
+(on the device) into fresh buffers owned by its ``ImageEmbedding``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger("napari_sam2_webgpu")
+
+
+def static_shape(shape: Sequence[Any]) -> tuple[int, ...] | None:
+    """The shape as ints, or ``None`` when a dimension is symbolic."""
+    return tuple(shape) if all(isinstance(d, int) and d > 0 for d in shape) else None
+
+
+class DeviceIO:
+    """Allocate, fill and read tensors in one execution provider's device memory.
+
+    Parameters
+    ----------
+    memory_info : onnxruntime.OrtMemoryInfo
+        The device memory of the execution provider (``ep_device.memory_info(DEFAULT)``).
+    """
+
+    def __init__(self, memory_info: Any) -> None:
+        import onnxruntime as ort
+
+        self._ort = ort
+        self.memory_info = memory_info
+
+    @classmethod
+    def for_ep_device(cls, ep_device: Any) -> DeviceIO | None:
+        """A :class:`DeviceIO` for an ``OrtEpDevice``, or ``None`` if this ORT cannot do it."""
+        import onnxruntime as ort
+
+        if not hasattr(ort, "copy_tensors") or not hasattr(ep_device, "memory_info"):
+            return None
+        try:
+            return cls(ep_device.memory_info(ort.OrtDeviceMemoryType.DEFAULT))
+        except Exception as exc:  # older ORT or an EP without its own memory
+            logger.info("device-resident tensors unavailable: %s", exc)
+            return None
+
+    def empty(self, shape: Sequence[int]) -> Any:
+        """A new float32 tensor on the device."""
+        return self._ort.OrtValue.ortvalue_from_shape_and_type(
+            list(shape), np.float32, memory_info=self.memory_info
+        )
+
+    def copy(self, sources: Sequence[Any], targets: Sequence[Any]) -> None:
+        """Copy tensors (host or device) into other tensors (host or device)."""
+        if all(v.device_name().lower() == "cpu" for v in (*sources, *targets)):
+            # ORT registers no host-to-host data transfer; the CPU EP's "device" is the host.
+            for source, target in zip(sources, targets, strict=True):
+                target.update_inplace(source.numpy())
+            return
+        self._ort.copy_tensors(list(sources), list(targets), None)
+
+    def upload(self, array: np.ndarray, target: Any | None = None) -> Any:
+        """Copy a host array into ``target`` (or a new device tensor) and return it."""
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        target = self.empty(array.shape) if target is None else target
+        self.copy([self._ort.OrtValue.ortvalue_from_numpy(array)], [target])
+        return target
+
+    def download(self, value: Any) -> np.ndarray:
+        """Copy a device tensor to a new host array."""
+        host = np.empty(value.shape(), dtype=np.float32)
+        self.copy([value], [self._ort.OrtValue.ortvalue_from_numpy(host)])
+        return host
+
+    def clone(self, value: Any) -> Any:
+        """A device-side copy of a device tensor."""
+        out = self.empty(value.shape())
+        self.copy([value], [out])
+        return out
+
+
+def is_device_value(value: Any) -> bool:
+    """Whether ``value`` is an ``OrtValue`` (device-resident) rather than a numpy array."""
+    return not isinstance(value, np.ndarray) and hasattr(value, "tensor_size_in_bytes")
+
+
+class BoundEncoder:
+    """Run an encoder session so that its outputs stay in device memory.
+
+    Parameters
+    ----------
+    session : onnxruntime.InferenceSession
+        The encoder on the device's execution provider (created with ``enableGraphCapture=1``
+        when ``graph_capture`` is true).
+    device : DeviceIO
+        Where the outputs live.
+    output_shapes : dict
+        Static shape of each output.
+    graph_capture : bool
+        Replay a captured graph (input and outputs in fixed device buffers).
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        device: DeviceIO,
+        output_shapes: dict[str, tuple[int, ...]],
+        *,
+        input_name: str = "image",
+        input_shape: tuple[int, ...] = (1, 3, 1024, 1024),
+        graph_capture: bool = False,
+    ) -> None:
+        self.session = session
+        self.device = device
+        self.output_shapes = output_shapes
+        self.input_name = input_name
+        self.graph_capture = graph_capture
+        self._binding = session.io_binding()
+        self._input = self._outputs = None
+        if graph_capture:
+            # Bound once, for good: a captured graph replays exactly these buffers, and ORT
+            # refuses to rebind an IOBinding that a captured graph references.
+            self._input = device.empty(input_shape)
+            self._outputs = {name: device.empty(shape) for name, shape in output_shapes.items()}
+            self._binding.bind_ortvalue_input(input_name, self._input)
+            for name, value in self._outputs.items():
+                self._binding.bind_ortvalue_output(name, value)
+
+    def run(self, tensor: np.ndarray) -> dict[str, Any]:
+        """Encode ``tensor``; return fresh device tensors, one per output."""
+        binding = self._binding
+        if self.graph_capture:
+            # Same buffers every time: that is what lets the captured graph be replayed.
+            self.device.upload(tensor, self._input)
+            self.session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+            return {name: self.device.clone(value) for name, value in self._outputs.items()}
+        binding.bind_cpu_input(self.input_name, np.ascontiguousarray(tensor))
+        outputs = {name: self.device.empty(shape) for name, shape in self.output_shapes.items()}
+        for name, value in outputs.items():
+            binding.bind_ortvalue_output(name, value)
+        self.session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        return outputs
+
+
+def run_decoder_bound(
+    session: Any, device_inputs: dict[str, Any], host_inputs: dict[str, np.ndarray]
+) -> list[np.ndarray]:
+    """Run a decoder reading device-resident embeddings; outputs come back to the host."""
+    binding = session.io_binding()
+    for name, value in device_inputs.items():
+        binding.bind_ortvalue_input(name, value)
+    for name, value in host_inputs.items():
+        binding.bind_cpu_input(name, np.ascontiguousarray(value))
+    for output in session.get_outputs():
+        binding.bind_output(output.name, "cpu")
+    session.run_with_iobinding(binding)
+    return binding.copy_outputs_to_cpu()

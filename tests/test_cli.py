@@ -1,0 +1,212 @@
+"""The ``napari-sam2-webgpu`` command, run in-process."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_sam2_webgpu.cli import main
+from napari_sam2_webgpu.models import ENV_CACHE_DIR, ENV_OFFLINE, MODEL_SIZES, get_spec
+from napari_sam2_webgpu.runtime import ENV_BACKEND
+
+from .conftest import blob_image
+
+H, W = 60, 80
+POINTS = ["--point", "40,30,1", "--point", "70,50,0"]
+BOX = ["--box", "20,15,60,45"]
+
+
+@pytest.fixture(scope="module")
+def model_args(micro_model_files):
+    _, files = micro_model_files
+    return ["--encoder", str(files.encoder), "--decoder", str(files.decoder), "--backend", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    # Never look at (or write to) the user's model cache, nor obey a backend set outside.
+    monkeypatch.setenv(ENV_CACHE_DIR, str(tmp_path / "cache"))
+    monkeypatch.delenv(ENV_BACKEND, raising=False)
+
+
+def _expected(micro_predictor, image, label):
+    """What ``segment`` should write: the predictor's answer to the same prompts."""
+    micro_predictor.set_image(image)
+    masks, scores, _ = micro_predictor.predict(
+        point_coords=[[40.0, 30.0], [70.0, 50.0]],
+        point_labels=[1, 0],
+        box=[20.0, 15.0, 60.0, 45.0],
+        multimask_output=False,
+    )
+    return np.where(masks[0], label, 0)
+
+
+def test_segment_png(model_args, micro_predictor, tmp_path, capsys):
+    import skimage.io
+
+    image = blob_image(H, W, seed=8)
+    src, out = tmp_path / "cells.png", tmp_path / "labels" / "cells_labels.png"
+    skimage.io.imsave(src, image, check_contrast=False)
+    args = ["segment", str(src), *model_args, *POINTS, *BOX, "--label", "7", "--out", str(out)]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"wrote {out}" in err and "CPU" in err
+    labels = skimage.io.imread(out)
+    assert labels.shape == (H, W)
+    assert labels.dtype == np.uint8
+    assert set(np.unique(labels).tolist()) == {0, 7}
+    np.testing.assert_array_equal(labels, _expected(micro_predictor, image, 7))
+
+
+def test_segment_tiff_uint16_with_big_label(model_args, micro_predictor, tmp_path, capsys):
+    import tifffile
+
+    image = blob_image(H, W, seed=9)[..., 0].astype(np.uint16) * 200  # 16-bit grayscale
+    src, out = tmp_path / "cells.tif", tmp_path / "cells_labels.tif"
+    tifffile.imwrite(src, image)
+    args = ["segment", str(src), *model_args, *POINTS, *BOX, "--label", "300", "--out", str(out)]
+    code = main([*args, "--contrast", "0,51000"])
+    assert code == 0, capsys.readouterr().err
+    labels = tifffile.imread(out)
+    assert labels.shape == (H, W)
+    assert labels.dtype == np.uint16  # labels above 255 do not fit uint8
+    assert set(np.unique(labels).tolist()) == {0, 300}
+    micro_predictor.set_image(image, contrast_limits=(0, 51000))
+    masks, scores, _ = micro_predictor.predict(
+        point_coords=[[40.0, 30.0], [70.0, 50.0]],
+        point_labels=[1, 0],
+        box=[20.0, 15.0, 60.0, 45.0],
+        multimask_output=False,
+    )
+    np.testing.assert_array_equal(labels, np.where(masks[0], 300, 0))
+
+
+@pytest.mark.parametrize(
+    "point,message",
+    [
+        ("1,2,3,4", r"--point X,Y\[,LABEL\] needs 2 or 3 comma-separated numbers"),
+        ("a,b", r"needs 2 or 3 comma-separated numbers, got 'a,b'"),
+        ("10", "needs 2 or 3"),
+        ("10,10,2", "point label must be 1 or 0, got 2"),
+    ],
+)
+def test_bad_point_syntax(tmp_path, capsys, point, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["segment", "x.png", "--point", point, "--out", str(tmp_path / "o.png")])
+    assert exc.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_bad_box_syntax(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["segment", "x.png", "--box", "1,2,3", "--out", str(tmp_path / "o.png")])
+    assert exc.value.code == 2
+    assert "--box X0,Y0,X1,Y1 needs 4 comma-separated numbers" in capsys.readouterr().err
+
+
+def test_point_outside_the_image(model_args, tmp_path, capsys):
+    src, out = tmp_path / "cells.npy", tmp_path / "o.npy"
+    np.save(src, blob_image(H, W, seed=1))
+    code = main(["segment", str(src), *model_args, "--point", f"{W + 10},5", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "error:" in err and "outside" in err
+    assert not out.exists()
+
+
+def test_missing_image_file(model_args, tmp_path, capsys):
+    args = ["segment", str(tmp_path / "nope.tif"), *model_args, "--point", "1,1"]
+    code = main([*args, "--out", str(tmp_path / "o.tif")])
+    assert code == 1
+    assert "Image not found" in capsys.readouterr().err
+
+
+def test_models_lists_the_sizes_and_cache(tmp_path, capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert f"cache: {tmp_path / 'cache'}" in out
+    rows = [line.split() for line in out.splitlines()[2:]]
+    assert [row[0] for row in rows] == list(MODEL_SIZES)
+    assert set(MODEL_SIZES) == {"tiny", "small", "base_plus", "large"}
+    assert all(row[1] == "no" for row in rows)  # nothing cached in an empty folder
+
+
+def test_download_offline_fails_with_an_explanation(monkeypatch, capsys):
+    monkeypatch.setenv(ENV_OFFLINE, "1")  # conftest sets it too; never reach the network
+    code = main(["download", "tiny"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "offline" in err
+    for name in (get_spec("tiny").encoder.filename, get_spec("tiny").decoder.filename):
+        assert name in err
+
+
+def test_download_needs_a_size(capsys):
+    assert main(["download"]) == 2
+    assert "--all" in capsys.readouterr().err
+
+
+def test_doctor(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime" in out
+    assert "Backend:" in out and '"auto" would use' in out
+
+
+def test_export_random_weights(tmp_path, capsys):
+    out_dir = tmp_path / "exported"
+    code = main(["export", "--size", "micro", "--random-weights", "--out", str(out_dir)])
+    assert code == 0, capsys.readouterr().err
+    encoder = out_dir / "sam2.1_hiera_micro.encoder.onnx"
+    decoder = out_dir / "sam2.1_hiera_micro.decoder.onnx"
+    assert sorted(p.name for p in out_dir.iterdir()) == [decoder.name, encoder.name]
+    stdout = capsys.readouterr().out
+    assert f"encoder: {encoder}" in stdout and f"decoder: {decoder}" in stdout
+    from napari_sam2_webgpu.predictor import Sam2Predictor
+
+    predictor = Sam2Predictor.from_files(encoder, decoder, backend="cpu")
+    assert predictor.name == "sam2.1_hiera_micro"
+
+
+def test_export_needs_weights(tmp_path):
+    with pytest.raises(SystemExit, match="--checkpoint FILE.pt.*--random-weights"):
+        main(["export", "--size", "micro", "--out", str(tmp_path)])
+
+
+def test_export_missing_checkpoint(tmp_path, capsys):
+    missing = tmp_path / "model.pt"
+    code = main(["export", "--size", "micro", "--checkpoint", str(missing), "--out", str(tmp_path)])
+    assert code == 1
+    assert "Checkpoint not found" in capsys.readouterr().err
+
+
+def test_export_unknown_size(tmp_path, capsys):
+    code = main(["export", "--size", "huge", "--random-weights", "--out", str(tmp_path)])
+    assert code == 1
+    assert "Unknown model size 'huge'" in capsys.readouterr().err
+
+
+def test_bench(micro_model_files, capsys):
+    _, files = micro_model_files
+    args = ["bench", "--encoder", str(files.encoder), "--decoder", str(files.decoder)]
+    code = main([*args, "--backends", "cpu", "--repeats", "1", "--image-sides", "256"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "click" in out
+    assert "| custom | cpu | CPU |" in out
+    assert "256" in out
+
+
+def test_import_is_light():
+    code = (
+        "import napari_sam2_webgpu, sys; "
+        "assert not any(m in sys.modules for m in ('onnxruntime','torch','qtpy','napari')), "
+        "[m for m in ('onnxruntime','torch','qtpy','napari') if m in sys.modules]"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
