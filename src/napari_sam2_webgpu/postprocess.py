@@ -9,6 +9,8 @@ never exist as full float arrays.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -17,7 +19,8 @@ from .preprocess import MODEL_SIZE
 
 MASK_THRESHOLD = 0.0
 LOGIT_CLAMP = 32.0
-_ROW_BLOCK = 1024
+_MAX_THREADS = 8
+_PARALLEL_MIN_PIXELS = 4_000_000
 
 
 def to_model_coords(coords: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
@@ -110,18 +113,31 @@ def logits_to_masks(
         Boolean masks.
     """
     height, width = image_hw
-    # Columns first: the (..., h, W) intermediate is small; rows are then done block by block,
-    # so a full-size float array never exists.
+    # Columns first: the (..., h, W) intermediate is small. Along rows, every output row lies
+    # between two source rows i and j, so "a + f * (b - a) > t" becomes "f * d > t - a" with
+    # d and a computed once per source row: no gathers, and no full-size float array ever.
     cols = _lerp(low_res.astype(np.float32), -1, width)
     low, high, frac = upsample_taps(low_res.shape[-2], height)
     masks = np.empty(low_res.shape[:-2] + (height, width), dtype=bool)
-    for start in range(0, height, _ROW_BLOCK):
-        stop = min(start + _ROW_BLOCK, height)
-        f = frac[start:stop, None]
-        block = np.take(cols, low[start:stop], axis=-2)
-        block *= np.float32(1.0) - f
-        block += np.take(cols, high[start:stop], axis=-2) * f
-        np.greater(block, threshold, out=masks[..., start:stop, :])
+    starts = np.flatnonzero(np.diff(low, prepend=-1))
+    bounds = list(zip(starts, [*starts[1:], height], strict=True))
+
+    def fill(groups: list[tuple[int, int]]) -> None:
+        for start, stop in groups:
+            a = cols[..., low[start], :][..., None, :]
+            d = cols[..., high[start], :][..., None, :] - a
+            np.greater(
+                frac[start:stop, None] * d, np.float32(threshold) - a, out=masks[..., start:stop, :]
+            )
+
+    workers = min(_MAX_THREADS, os.cpu_count() or 1)
+    if workers > 1 and masks.size >= _PARALLEL_MIN_PIXELS:
+        # numpy releases the GIL in these loops, so threads scale on big images.
+        chunks = [bounds[i::workers] for i in range(workers)]
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(fill, chunks))
+    else:
+        fill(bounds)
     return masks
 
 
