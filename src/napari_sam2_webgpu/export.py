@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .predictor import DECODER_INPUTS, ENCODER_INPUT, ENCODER_OUTPUTS
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -46,17 +48,7 @@ _MICRO_OVERRIDES = [
     "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]",
 ]
 
-ENCODER_INPUTS = ["image"]
-ENCODER_OUTPUTS = ["high_res_feats_0", "high_res_feats_1", "image_embed"]
-DECODER_INPUTS = [
-    "image_embed",
-    "high_res_feats_0",
-    "high_res_feats_1",
-    "point_coords",
-    "point_labels",
-    "mask_input",
-    "has_mask_input",
-]
+# The interface is the predictor's; only the exporter knows the outputs it adds to samexporter's.
 DECODER_OUTPUTS = ["masks", "iou_predictions", "single_mask", "single_iou", "object_score_logits"]
 
 
@@ -321,8 +313,8 @@ def export_onnx(
             encoder,
             (image,),
             parts[0],
-            ENCODER_INPUTS,
-            ENCODER_OUTPUTS,
+            [ENCODER_INPUT],
+            list(ENCODER_OUTPUTS),
             None,
             opset,
             fp16,
@@ -339,7 +331,7 @@ def export_onnx(
             decoder,
             prompt_args,
             parts[1],
-            DECODER_INPUTS,
+            list(DECODER_INPUTS),
             DECODER_OUTPUTS,
             dynamic,
             opset,
