@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -53,3 +54,20 @@ def blob_image(height: int, width: int, seed: int = 0) -> np.ndarray:
         img += 150 * np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2)))
     gray = np.clip(img, 0, 255).astype(np.uint8)
     return np.stack([gray, np.roll(gray, 3, axis=1), gray // 2 + 60], axis=-1)
+
+
+@dataclass
+class MouseEvent:
+    """The fields napari's mouse callbacks read from a vispy event (tests drive the real
+    callback path with it, wrapped in napari's ``ReadOnlyWrapper``)."""
+
+    type: str
+    position: tuple
+    pos: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    button: int = 1
+    modifiers: tuple = ()
+    is_dragging: bool = False
+    view_direction: tuple | None = None
+    up_direction: tuple | None = None
+    dims_displayed: tuple = (0, 1)
+    handled: bool = False

@@ -1,0 +1,454 @@
+"""GUI tests of the SAM2 dock widget with a real napari viewer (run under Xvfb).
+
+The widget is docked through the npe2 contribution, loads the micro model (a random-weight
+network with the real SAM2.1 graph) on the CPU, and everything heavy runs in worker threads as in
+real use; the tests wait for them with ``qtbot.waitUntil``. Clicks go through the layers' own
+mouse-callback path (``mouse_press_callbacks`` / ``mouse_release_callbacks``), keyboard shortcuts
+through the canvas.
+
+Set ``NAPARI_SAM2_WEBGPU_SCREENSHOT=docs/screenshot.png`` to write the user guide's screenshot.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from napari.utils._proxies import ReadOnlyWrapper
+from napari.utils.interactions import (
+    mouse_move_callbacks,
+    mouse_press_callbacks,
+    mouse_release_callbacks,
+)
+from napari.utils.notifications import ErrorNotification, NotificationSeverity, notification_manager
+from napari.utils.progress import progress
+
+from .conftest import MouseEvent, blob_image
+
+pytestmark = pytest.mark.gui
+
+PLUGIN, WIDGET = "napari-sam2-webgpu", "Segment Anything 2"
+TIMEOUT = 60_000  # ms; encodes take ~0.5 s on 2 CPU cores
+
+
+def _event(kind, position, pos=(0, 0), **kwargs):
+    kwargs.setdefault("dims_displayed", (1, 2))  # the widget tests click in 3D stacks
+    event = MouseEvent(kind, tuple(position), pos=np.asarray(pos, float), **kwargs)
+    return ReadOnlyWrapper(event, exceptions=("handled",))
+
+
+def click(layer, position, **kwargs):
+    """A click at a world position, through the layer's own mouse callbacks."""
+    mouse_press_callbacks(layer, _event("mouse_press", position, **kwargs))
+    mouse_release_callbacks(layer, _event("mouse_release", position, **kwargs))
+
+
+def drag(layer, start, end):
+    """Press at ``start``, move and release at ``end`` (world positions)."""
+    mouse_press_callbacks(layer, _event("mouse_press", start, pos=(0, 0)))
+    for t in (0.5, 1.0):
+        point = np.asarray(start) + t * (np.asarray(end) - np.asarray(start))
+        mouse_move_callbacks(
+            layer, _event("mouse_move", point, pos=(100 * t, 100 * t), is_dragging=True)
+        )
+    mouse_release_callbacks(layer, _event("mouse_release", end, pos=(100, 100)))
+
+
+class Notes:
+    """Notifications shown during a test."""
+
+    def __init__(self):
+        self.start = len(notification_manager.records)
+
+    @property
+    def new(self):
+        return notification_manager.records[self.start :]
+
+    def messages(self, severity=None):
+        return [
+            str(n.message)
+            for n in self.new
+            if severity is None or n.severity == NotificationSeverity(severity)
+        ]
+
+    def assert_no_traceback(self):
+        errors = [n for n in self.new if isinstance(n, ErrorNotification)]
+        assert not errors, [str(n.message) for n in errors]
+
+
+@pytest.fixture
+def notes():
+    yield (n := Notes())
+    n.assert_no_traceback()
+
+
+@pytest.fixture
+def dock(make_napari_viewer, micro_model_files, qtbot):
+    """``dock(show=False)`` -> (viewer, widget) docked through npe2, with the micro files set."""
+    _, files = micro_model_files
+    made = []
+
+    def make(show=False, size=(1400, 900)):
+        viewer = make_napari_viewer(show=show)
+        viewer.window._qt_window.resize(*size)
+        return viewer
+
+    def docked(viewer):
+        from napari_sam2_webgpu._widget import Sam2Widget
+
+        _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+        assert isinstance(widget, Sam2Widget)
+        widget.model_combo.setCurrentText("custom files")
+        widget.encoder_edit.setText(str(files.encoder))
+        widget.decoder_edit.setText(str(files.decoder))
+        widget.backend_combo.setCurrentText("cpu")
+        made.append(widget)
+        return widget
+
+    yield make, docked
+    for widget in made:  # let worker threads finish before the viewer goes
+        qtbot.waitUntil(lambda w=widget: not w.busy, timeout=TIMEOUT)
+
+
+def wait_idle(qtbot, widget):
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
+
+
+def wait_mask(qtbot, widget):
+    qtbot.waitUntil(
+        lambda: not widget.busy and widget.annotator.preview_mask is not None, timeout=TIMEOUT
+    )
+
+
+def press(viewer, qtbot, key, modifier=None):
+    """A key press on the canvas, through napari's key bindings."""
+    from qtpy.QtCore import Qt
+
+    native = viewer.window._qt_viewer.canvas.native
+    mod = modifier if modifier is not None else Qt.KeyboardModifier.NoModifier
+    qtbot.keyClick(native, key, mod)
+
+
+def stack_data():
+    return np.stack([blob_image(160, 192, seed=z)[..., 0] for z in range(5)])
+
+
+# -- the whole flow -------------------------------------------------------------------------------
+
+
+def test_full_flow(dock, qtbot, notes, tmp_path):
+    """Dock, encode, clicks, box, two commits, pre-existing labels, 3D stepping, undo."""
+    from qtpy.QtCore import Qt
+
+    make, docked = dock
+    viewer = make()
+    image = viewer.add_image(stack_data(), name="stack", scale=(2.0, 0.5, 0.5), translate=(0, 4, 8))
+    manual = np.zeros(image.data.shape, np.uint16)
+    manual[2, 60:100, 70:120] = 1  # a hand-made label on the slice we annotate
+    manual[0, :10, :10] = 1
+    labels = viewer.add_labels(manual.copy(), name="manual", scale=image.scale)
+    labels.translate = image.translate
+    viewer.dims.set_current_step(0, 2)
+    widget = docked(viewer)
+    widget.annotator.inline_decode_seconds = 0  # every decode in the worker thread
+
+    # 1. defaults: the image layer (the active layer is the Labels one), layer lists, tooltip
+    assert widget.image_layer is image
+    assert widget.image_combo.currentText() == "stack"
+    assert [widget.labels_combo.itemText(i) for i in range(widget.labels_combo.count())] == [
+        "New Labels layer",
+        "manual",
+    ]
+    assert "C commit" in widget.toolTip() and "Control-click" in widget.toolTip()
+    widget.labels_combo.setCurrentIndex(1)
+    widget.labels_combo.activated.emit(1)
+    assert widget.labels_layer is labels and widget.object_id == 2
+
+    # 2. encode through the button: load + encode in a worker, with a progress bar
+    qtbot.mouseClick(widget.encode_button, Qt.MouseButton.LeftButton)
+    assert widget.busy and widget.encode_button.text() == "Cancel"
+    bars = [str(bar.desc) for bar in progress._all_instances]  # napari's activity dock
+    assert any(desc.startswith("SAM2") for desc in bars), bars
+    wait_idle(qtbot, widget)
+    assert not any(str(bar.desc).startswith("SAM2") for bar in progress._all_instances)
+    assert widget.predictor is not None and widget.predictor.backend == "cpu"
+    assert "CPU" in widget.device_label.text()
+    assert widget.annotator.is_ready and "Last encode" in widget.status
+    prompts = widget.prompts_layer
+    assert prompts is not None and prompts.mode == "add"
+    assert viewer.layers.selection.active is prompts
+
+    # 3. a positive click, then a negative one with Control, through the mouse callbacks
+    inside = image.data_to_world([2, 80, 96])
+    click(prompts, inside)
+    wait_mask(qtbot, widget)
+    first = widget.annotator.preview_mask.copy()
+    click(prompts, image.data_to_world([2, 20, 20]), modifiers=("Control",))
+    wait_mask(qtbot, widget)
+    assert prompts.features["positive"].tolist() == [True, False]
+    assert "Last decode" in widget.status
+    assert widget.preview_layer.data.shape == (1, 160, 192)
+
+    # 4. commit object 2 (button): the hand-made label survives
+    mask = widget.annotator.preview_mask.copy()
+    qtbot.mouseClick(widget.commit_button, Qt.MouseButton.LeftButton)
+    assert (labels.data[2] == 2).sum() == (mask & (manual[2] == 0)).sum() > 0
+    np.testing.assert_array_equal(labels.data[2][manual[2] == 1], 1)
+    assert widget.object_id == 3 and len(prompts.data) == 0
+    assert widget.annotator.preview_mask is None and first.any()
+
+    # 5. a box prompt drawn in the Shapes layer, committed with the C shortcut
+    box = widget.box_layer
+    viewer.layers.selection.active = box
+    assert box.mode == "add_rectangle"
+    drag(box, image.data_to_world([2, 10, 100]), image.data_to_world([2, 70, 180]))
+    assert len(box.data) == 1
+    wait_mask(qtbot, widget)
+    mask2 = widget.annotator.preview_mask.copy()
+    press(viewer, qtbot, Qt.Key.Key_C)
+    assert (labels.data[2] == 3).sum() == (mask2 & (manual[2] == 0) & ~mask).sum() > 0
+    np.testing.assert_array_equal(labels.data[2][manual[2] == 1], 1)
+    np.testing.assert_array_equal(labels.data[0], manual[0])
+    assert widget.object_id == 4 and len(box.data) == 0
+
+    # 6. step through the stack: a click on a new slice encodes it; going back is cached
+    viewer.layers.selection.active = prompts
+    viewer.dims.set_current_step(0, 3)
+    assert not widget.annotator.is_ready
+    click(prompts, image.data_to_world([3, 80, 96]))
+    wait_mask(qtbot, widget)
+    assert any("encoding it now" in m for m in notes.messages("info"))
+    press(viewer, qtbot, Qt.Key.Key_T)
+    assert widget.positive is False and "negative" in widget.polarity_button.text()
+    press(viewer, qtbot, Qt.Key.Key_T)
+    widget.commit()
+    assert (labels.data[3] == 4).any() and not (labels.data[2] == 4).any()
+    assert len(widget.cache) == 2
+    viewer.dims.set_current_step(0, 2)
+    assert widget.annotator.is_ready and not widget.busy  # cached: no encode started
+    viewer.dims.set_current_step(0, 3)
+    assert widget.annotator.is_ready
+
+    # 7. undo (button), twice: the last two commits go, the hand-made labels stay
+    qtbot.mouseClick(widget.undo_button, Qt.MouseButton.LeftButton)
+    assert not (labels.data == 4).any() and widget.object_id == 4
+    widget.undo()
+    assert not (labels.data == 3).any() and (labels.data == 2).any()
+    np.testing.assert_array_equal(labels.data[manual == 1], 1)
+
+    # 8. clear with Shift+C
+    click(prompts, image.data_to_world([3, 80, 96]))
+    wait_mask(qtbot, widget)
+    press(viewer, qtbot, Qt.Key.Key_C, Qt.KeyboardModifier.ShiftModifier)
+    assert len(prompts.data) == 0 and widget.annotator.preview_mask is None
+    assert not notes.messages("error")
+
+
+def test_console_session(dock, qtbot, notes):
+    """The console example of docs/user-guide.md."""
+    make, docked = dock
+    viewer = make()
+    viewer.add_image(blob_image(200, 240)[..., 0], name="cells")
+    widget = docked(viewer)
+    files = (widget.encoder_edit.text(), widget.decoder_edit.text())
+
+    w = widget
+    w.load_model(encoder=files[0], decoder=files[1], backend="cpu", wait=True)
+    assert w.encode(wait=True) is not None
+    w.add_point((100.0, 120.0))  # world coordinates (row, column), as a click gives
+    w.add_point((20.0, 20.0), positive=False)
+    w.add_box((40.0, 40.0), (160.0, 200.0))
+    assert w.commit() > 0  # waits for the last decode
+    assert w.labels_layer.name == "SAM2 labels" and w.object_id == 2
+    assert w.image_layer.name == "cells" and w.prompts_layer.name == "SAM2 prompts"
+    assert w.undo() and not w.labels_layer.data.any()
+    assert not notes.messages("error") and not notes.messages("warning")
+
+
+def test_multimask_and_rgb_uint16(dock, qtbot, notes):
+    make, docked = dock
+    viewer = make()
+    rgb = viewer.add_image(blob_image(128, 128), name="rgb", rgb=True)
+    widget = docked(viewer)
+    assert widget.image_layer is rgb and rgb.rgb
+    widget.encode(wait=True)
+    widget.add_point((64.0, 64.0))
+    wait_mask(qtbot, widget)
+    widget.multimask = False
+    assert widget.multimask_check.isChecked() is False and widget.multimask is False
+    wait_mask(qtbot, widget)
+    gray16 = viewer.add_image(blob_image(128, 128)[..., 0].astype(np.uint16) * 100, name="u16")
+    assert widget.image_layer is gray16  # follows the selected image layer
+    assert widget.image_combo.currentText() == "u16"
+    widget.encode(wait=True)
+    assert widget.annotator.is_ready and len(widget.cache) == 2
+
+
+def test_closing_the_dock_unbinds_everything(dock, qtbot, notes):
+    from qtpy.QtCore import Qt
+
+    make, docked = dock
+    viewer = make()
+    image = viewer.add_image(blob_image(96, 96)[..., 0])
+    widget = docked(viewer)
+    widget.encode(wait=True)
+    widget.add_point((48.0, 48.0))
+    wait_mask(qtbot, widget)
+    prompts = widget.prompts_layer
+    viewer.window.remove_dock_widget(widget)
+    assert widget._closed
+    viewer.layers.selection.active = prompts
+    press(viewer, qtbot, Qt.Key.Key_C)  # no longer bound: nothing is committed
+    assert widget.labels_layer is None
+    assert not [n for n in notes.new if "SAM2" in str(n.message)]
+    image.data = image.data[::-1].copy()
+    assert len(widget.cache) == 1  # the annotator no longer listens to the layers
+
+
+# -- bad input and faults: messages, never a traceback --------------------------------------------
+
+
+def test_click_before_encoding_and_registry_offline(dock, qtbot, notes):
+    make, docked = dock
+    viewer = make()
+    viewer.add_image(blob_image(96, 96)[..., 0])
+    widget = docked(viewer)
+    widget.add_point((40.0, 40.0))  # no model loaded
+    assert any("No SAM2 model" in m for m in notes.messages("warning"))
+    assert len(widget.prompts_layer.data) == 1  # the point is kept
+
+    # The registry is offline in tests: a clear message, nothing loaded, nothing raised.
+    assert widget.load_model("tiny", backend="cpu", wait=True) is None
+    assert widget.predictor is None and widget.last_error
+    assert any("offline" in m.lower() for m in notes.messages("error"))
+    with pytest.raises(ValueError, match="size"):
+        widget.load_model("huge")
+    with pytest.raises(ValueError, match="both"):
+        widget.load_model(encoder="a.onnx")
+
+    # Now load the real files: the kept point is decoded once the slice is encoded.
+    widget.model_combo.setCurrentText("custom files")
+    widget.encode(wait=True)
+    wait_mask(qtbot, widget)
+
+
+def test_bad_images_and_wrong_labels(dock, qtbot, notes):
+    make, docked = dock
+    viewer = make()
+    tiny = viewer.add_image(np.zeros((1, 1), np.uint8), name="one pixel")
+    widget = docked(viewer)
+    assert widget.encode(wait=True) is None
+    assert any("at least" in m for m in notes.messages("error"))
+
+    image = viewer.add_image(blob_image(64, 80)[..., 0], name="ok")
+    widget.image_layer = image
+    wrong = viewer.add_labels(np.zeros((30, 30), np.uint8), name="wrong shape")
+    widget.image_layer = image
+    index = widget.labels_combo.findText("wrong shape")
+    widget.labels_combo.setCurrentIndex(index)
+    widget.labels_combo.activated.emit(index)
+    assert widget.labels_layer is None
+    assert any("shape" in m for m in notes.messages("warning"))
+    assert widget.labels_combo.currentText() == "New Labels layer"
+    widget.encode(wait=True)
+    widget.add_point((32.0, 40.0))
+    widget.add_point((500.0, 40.0))  # outside the image
+    assert any("inside the image" in m for m in notes.messages("warning"))
+    assert widget.commit() > 0 and not wrong.data.any()
+    viewer.dims.ndisplay = 3
+    widget.add_point((32.0, 40.0))
+    assert widget.commit() == 0  # nothing to commit; said so
+    assert any("Nothing to commit" in m for m in notes.messages("warning"))
+    viewer.layers.remove(tiny)
+
+
+def test_remove_layers_and_switch_model_during_encoding(dock, qtbot, notes, tmp_path):
+    make, docked = dock
+    viewer = make()
+    first = viewer.add_image(blob_image(128, 128)[..., 0], name="first")
+    widget = docked(viewer)
+    widget.load_model(
+        encoder=widget.encoder_edit.text(),
+        decoder=widget.decoder_edit.text(),
+        backend="cpu",
+        wait=True,
+    )
+    widget.add_point((64.0, 64.0))
+    wait_mask(qtbot, widget)
+    widget.commit()
+    labels = widget.labels_layer
+    committed = labels.data.copy()
+
+    # Remove the image while it is being encoded (a new contrast = a new encode).
+    first.contrast_limits = (10, 200)
+    widget.encode()
+    assert widget.busy
+    viewer.layers.remove(first)
+    wait_idle(qtbot, widget)
+    qtbot.wait(20)  # deferred clean-up
+    assert widget.image_layer is None and widget.prompts_layer is None
+    assert any("was removed" in m for m in notes.messages("warning"))
+    np.testing.assert_array_equal(labels.data, committed)  # committed labels are kept
+
+    # Remove the Labels layer during an encode, and switch model in the middle of it.
+    second = viewer.add_image(blob_image(128, 128, seed=3)[..., 0], name="second")
+    assert widget.image_layer is second
+    widget.encode()
+    viewer.layers.remove(labels)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    enc = shutil.copy(widget.encoder_edit.text(), copy / "other.encoder.onnx")
+    dec = shutil.copy(widget.decoder_edit.text(), copy / "other.decoder.onnx")
+    widget.load_model(encoder=enc, decoder=dec, backend="cpu")
+    wait_idle(qtbot, widget)
+    assert widget.predictor.encoder_path == Path(enc)
+    assert widget.annotator.is_ready  # encoded again with the new model
+    assert any("Model switched" in m for m in notes.messages("info"))
+    assert widget.labels_layer is None
+    widget.add_point((64.0, 64.0))
+    assert widget.commit() > 0 and widget.labels_layer is not labels
+
+    # Cancel an encode.
+    second.contrast_limits = (0, 100)
+    widget.encode()
+    widget.cancel()
+    assert not widget._job and widget.encode_button.text() == "Encode"
+    wait_idle(qtbot, widget)
+
+
+# -- the user guide's screenshot ------------------------------------------------------------------
+
+
+def test_screenshot(dock, qtbot, notes, tmp_path):
+    """The flow on the 3D nuclei sample, then a screenshot of the whole window."""
+    from napari_sam2_webgpu._sample_data import nuclei_3d
+
+    make, docked = dock
+    viewer = make(show=True, size=(1500, 950))
+    data, kwargs, _ = nuclei_3d()[0]
+    image = viewer.add_image(data, **kwargs)
+    widget = docked(viewer)
+    z = data.shape[0] // 2
+    viewer.dims.set_current_step(0, z)
+    widget.multimask = False
+    widget.encode(wait=True)
+    prompts = widget.prompts_layer
+    for row, col in ((60, 70), (150, 180)):
+        click(prompts, image.data_to_world([z, row, col]))
+        wait_mask(qtbot, widget)
+        widget.commit()
+    widget.add_box(image.data_to_world([z, 170, 60]), image.data_to_world([z, 240, 140]))
+    click(prompts, image.data_to_world([z, 200, 90]))
+    click(prompts, image.data_to_world([z, 230, 120]), modifiers=("Control",))
+    wait_mask(qtbot, widget)
+    viewer.layers.selection.active = prompts
+    qtbot.wait(200)
+    path = tmp_path / "screenshot.png"
+    shot = viewer.screenshot(str(path), canvas_only=False)
+    assert path.stat().st_size > 10_000 and shot.shape[1] >= 1200
+    target = os.environ.get("NAPARI_SAM2_WEBGPU_SCREENSHOT")
+    if target:
+        shutil.copy(path, target)
