@@ -95,11 +95,59 @@ def profile_summary(path: str, runs: int, top: int = 12) -> list[str]:
     ]
 
 
+def fp16_variants(ort, dev, fp32, variants, args) -> None:
+    """Speed and agreement with the fp32 CPU path of fp16 encoders, each in a fresh session."""
+    image = test_image(1024)
+    tensor = prepare_image(image)
+    hw = image.shape[:2]
+    cpu_enc, cpu_dec = cpu_session(ort, fp32.encoder), cpu_session(ort, fp32.decoder)
+    ref = cpu_enc.run(None, {"image": tensor})
+    prompts = [(0.3, 0.4), (0.6, 0.7), (0.5, 0.2), (0.8, 0.8), (0.2, 0.6)]
+    enc32 = webgpu_session(ort, dev, fp32.encoder)
+    try_variant(
+        "encoder fp32",
+        lambda: time_calls(lambda: enc32.run(None, {"image": tensor}), args.repeats, 3),
+    )
+    for label, files in variants.items():
+        enc = webgpu_session(ort, dev, files.encoder)
+        try_variant(
+            f"encoder fp16 ({label} in fp32)",
+            lambda enc=enc: time_calls(lambda: enc.run(None, {"image": tensor}), args.repeats, 3),
+        )
+
+        def parity(enc=enc):
+            out = enc.run(None, {"image": tensor})
+            rel = max(
+                float(np.abs(a - b).max() / (np.abs(b).max() + 1e-12))
+                for a, b in zip(out, ref, strict=True)
+            )
+            ious = []
+            for fx, fy in prompts:
+                feeds = decoder_feeds(ref[2], ref[0], ref[1], hw)
+                coords = to_model_coords(np.array([[[fx * hw[1], fy * hw[0]]]]), hw)
+                feeds["point_coords"] = coords.astype(np.float32)
+                want = logits_to_masks(cpu_dec.run(None, feeds)[0][0], hw)
+                feeds.update(image_embed=out[2], high_res_feats_0=out[0], high_res_feats_1=out[1])
+                got = logits_to_masks(cpu_dec.run(None, feeds)[0][0], hw)
+                ious += [iou(g, w) for g, w in zip(got, want, strict=True)]
+            return (
+                f"features max rel err {rel:.2e}; mask IoU over {len(ious)} masks: "
+                f"min {min(ious):.4f}, median {np.median(ious):.4f}"
+            )
+
+        try_variant(f"fp16 ({label} in fp32) vs CPU fp32", parity)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", nargs="+", default=["tiny"])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out")
+    parser.add_argument(
+        "--fp16-only",
+        action="store_true",
+        help="only the fp16 variants (Resize kept in fp32; and also LayerNorm/Softmax)",
+    )
     parser.add_argument(
         "--smoke-cpu", action="store_true", help="use the CPU EP device (checks the script only)"
     )
@@ -129,8 +177,15 @@ def main(argv=None) -> int:
         model = build_sam2_model(size, seed=0)
         fp32 = export_onnx(model, tmp, name=f"{size}", size=size)
         fp16 = export_onnx(model, tmp, name=f"{size}.fp16", size=size, fp16=True)
-        del model
         say(f"\n### {size}\n\n| variant | median ms (min–max) / result |\n| --- | --- |")
+        if args.fp16_only:
+            keep = ("Resize", "LayerNormalization", "Softmax")
+            fp16b = export_onnx(
+                model, tmp, name=f"{size}.fp16b", size=size, fp16=True, fp32_ops=keep
+            )
+            fp16_variants(ort, dev, fp32, {"Resize": fp16, "+LayerNorm,Softmax": fp16b}, args)
+            continue
+        del model
 
         cpu_enc, cpu_dec = cpu_session(ort, fp32.encoder), cpu_session(ort, fp32.decoder)
         ref = cpu_enc.run(None, {"image": tensor})

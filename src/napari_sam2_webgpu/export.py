@@ -48,6 +48,10 @@ _MICRO_OVERRIDES = [
     "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]",
 ]
 
+# With fp16: Resize (Hiera's bicubic position-embedding interpolation) fails in fp16 on the
+# WebGPU EP ("Resize ... raw_hash_map::at", measured with onnxruntime 1.32): keep it in fp32.
+FP16_KEEP_FP32_OPS: tuple[str, ...] = ("Resize",)
+
 # The interface is the predictor's; only the exporter knows the outputs it adds to samexporter's.
 DECODER_OUTPUTS = ["masks", "iou_predictions", "single_mask", "single_iou", "object_score_logits"]
 
@@ -249,6 +253,7 @@ def export_onnx(
     size: str = "tiny",
     fp16: bool = False,
     opset: int = 17,
+    fp32_ops: tuple[str, ...] = FP16_KEEP_FP32_OPS,
 ) -> ExportResult:
     """Export a SAM2 model to ``<name>.encoder.onnx`` and ``<name>.decoder.onnx``.
 
@@ -268,6 +273,8 @@ def export_onnx(
         GPUs with ``shader-f16``.
     opset : int
         ONNX opset.
+    fp32_ops : tuple of str
+        With ``fp16``, operator types kept in float32.
 
     Returns
     -------
@@ -319,6 +326,7 @@ def export_onnx(
             opset,
             fp16,
             metadata,
+            fp32_ops,
         )
         dynamic = {
             "point_coords": {0: "num_labels", 1: "num_points"},
@@ -337,6 +345,7 @@ def export_onnx(
             opset,
             fp16,
             metadata,
+            fp32_ops,
         )
         # Moved into place only once both are complete: an export interrupted at the decoder
         # must not leave a new encoder beside no decoder, or beside an older one.
@@ -359,6 +368,7 @@ def _export_one(
     opset: int,
     fp16: bool,
     metadata: dict[str, str],
+    fp32_ops: tuple[str, ...] = (),
 ) -> None:
     import warnings
 
@@ -380,9 +390,14 @@ def _export_one(
         )
     proto = onnx.load(str(path))
     if fp16:
-        from onnxruntime.transformers.float16 import convert_float_to_float16
+        from onnxruntime.transformers.float16 import (
+            DEFAULT_OP_BLOCK_LIST,
+            convert_float_to_float16,
+        )
 
-        proto = convert_float_to_float16(proto, keep_io_types=True)
+        proto = convert_float_to_float16(
+            proto, keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *fp32_ops]
+        )
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
