@@ -206,28 +206,7 @@ def main(argv=None) -> int:
             )
             del s
 
-        enc16 = webgpu_session(ort, dev, fp16.encoder)
-        try_variant(
-            "encoder fp16 weights",
-            lambda: time_calls(lambda: enc16.run(None, {"image": tensor}), args.repeats, 3),
-        )
-
-        def fp16_parity():
-            out16 = enc16.run(None, {"image": tensor})
-            rel = max(
-                float(np.abs(a - b).max() / (np.abs(b).max() + 1e-12))
-                for a, b in zip(out16, ref, strict=True)
-            )
-            dec_out = cpu_dec.run(None, decoder_feeds(out16[2], out16[0], out16[1], hw))
-            masks = logits_to_masks(dec_out[0][0], hw)
-            ious = [iou(m, r) for m, r in zip(masks, ref_masks, strict=True)]
-            err = float(np.abs(dec_out[1] - ref_out[1]).max())
-            return (
-                f"features max rel err {rel:.2e}; masks IoU min {min(ious):.4f}; "
-                f"scores max abs err {err:.4f}"
-            )
-
-        try_variant("encoder fp16 vs CPU fp32", fp16_parity)
+        fp16_variants(ort, dev, fp32, {"Resize": fp16}, args)
 
         # Embeddings kept on the GPU: encoder outputs bound to device memory, decoder reads them.
         def device_resident():
