@@ -14,6 +14,7 @@ dominates small models. A captured graph writes into fixed buffers, so each resu
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -126,9 +127,10 @@ class BoundEncoder:
         self.output_shapes = output_shapes
         self.input_name = input_name
         self.graph_capture = graph_capture
-        self._binding = session.io_binding()
-        self._input = self._outputs = None
+        self._lock = threading.Lock()
+        self._binding = self._input = self._outputs = None
         if graph_capture:
+            self._binding = session.io_binding()
             # Bound once, for good: a captured graph replays exactly these buffers, and ORT
             # refuses to rebind an IOBinding that a captured graph references.
             self._input = device.empty(input_shape)
@@ -139,13 +141,16 @@ class BoundEncoder:
 
     def run(self, tensor: np.ndarray) -> dict[str, Any]:
         """Encode ``tensor``; return fresh device tensors, one per output."""
-        binding = self._binding
         if self.graph_capture:
-            # Same buffers every time: that is what lets the captured graph be replayed.
-            self.device.upload(tensor, self._input)
-            self.session.run_with_iobinding(binding)
-            binding.synchronize_outputs()
-            return {name: self.device.clone(value) for name, value in self._outputs.items()}
+            # Same buffers every time (that is what lets the captured graph be replayed), so
+            # one encode at a time.
+            with self._lock:
+                self.device.upload(tensor, self._input)
+                self.session.run_with_iobinding(self._binding)
+                self._binding.synchronize_outputs()
+                return {name: self.device.clone(v) for name, v in self._outputs.items()}
+        # A fresh binding per run: encodes from two threads must not rebind each other's.
+        binding = self.session.io_binding()
         binding.bind_cpu_input(self.input_name, np.ascontiguousarray(tensor))
         outputs = {name: self.device.empty(shape) for name, shape in self.output_shapes.items()}
         for name, value in outputs.items():
