@@ -175,10 +175,10 @@ def test_clicks_through_the_points_mouse_callbacks(setup, monkeypatch):
     assert prompts.name == PROMPTS_NAME and prompts.mode == "add"
     assert viewer.layers.selection.active is prompts
     seen = []
-    real_predict = annotator.predictor.predict
+    real_predict = annotator.predictor.predict_best
     monkeypatch.setattr(
         annotator.predictor,
-        "predict",
+        "predict_best",
         lambda **kw: seen.append(kw) or real_predict(**kw),
     )
     click(prompts, world(image, 2, 40, 64))

@@ -522,3 +522,24 @@ def test_samexporter_decoder_single_mask_is_best_multimask(ref, samexporter_pred
     _, multi_scores, _ = samexporter_predictor.predict(box=boxes)
     _, scores, _ = samexporter_predictor.predict(box=boxes, multimask_output=False)
     np.testing.assert_allclose(scores[:, 0], multi_scores.max(axis=1), atol=1e-6)
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_predict_best_is_the_best_mask_of_predict(micro_predictor, multimask):
+    image = blob_image(240, 330, seed=11)
+    micro_predictor.set_image(image)
+    prompt = dict(point_coords=[[100.0, 120.0], [250.0, 60.0]], point_labels=[1, 0])
+    masks, scores, low_res = micro_predictor.predict(**prompt, multimask_output=multimask)
+    mask, score, best_low = micro_predictor.predict_best(**prompt, multimask_output=multimask)
+    best = int(np.argmax(scores))
+    np.testing.assert_array_equal(mask, masks[best])
+    assert score == pytest.approx(float(scores[best]))
+    np.testing.assert_array_equal(best_low, low_res[best : best + 1])
+
+
+def test_predict_best_refuses_batches(micro_predictor):
+    micro_predictor.set_image(blob_image(120, 160, seed=12))
+    with pytest.raises(PromptError, match="one prompt set"):
+        micro_predictor.predict_best(
+            point_coords=[[[10.0, 10.0]], [[50.0, 60.0]]], point_labels=[[1], [1]]
+        )

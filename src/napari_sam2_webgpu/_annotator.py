@@ -1016,17 +1016,14 @@ class Annotator:
         """Runs on the worker thread; never raises."""
         start = time.perf_counter()
         try:
-            masks, scores, _ = predictor.predict(
+            # Only the best mask is upsampled to full size: what the preview shows.
+            mask, score, _ = predictor.predict_best(
                 point_coords=request.points,
                 point_labels=request.labels,
                 box=request.box,
                 multimask_output=request.multimask,
             )
-            best = int(np.argmax(scores))
-            mask = masks[best]
-            return DecodeResult(
-                request, mask, float(scores[best]), time.perf_counter() - start, None
-            )
+            return DecodeResult(request, mask, score, time.perf_counter() - start, None)
         except (PromptError, ValueError) as exc:
             return DecodeResult(request, error=str(exc))
         except Exception as exc:

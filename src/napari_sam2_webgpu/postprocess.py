@@ -149,6 +149,13 @@ def stability_scores(logits: np.ndarray, delta: float) -> np.ndarray:
     return np.where(outer > 0, inner / np.maximum(outer, 1.0), np.float32(1.0))
 
 
+def best_of(logits: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The best-scoring mask of each prompt set: (B, K, h, w), (B, K) -> (B, 1, h, w), (B, 1)."""
+    best = np.argmax(scores, axis=-1)
+    batch = np.arange(scores.shape[0])
+    return logits[batch, best][:, None], scores[batch, best][:, None]
+
+
 def select_single_mask(
     single_logits: np.ndarray,
     single_iou: np.ndarray,
@@ -181,10 +188,7 @@ def select_single_mask(
     (numpy.ndarray, numpy.ndarray)
         ``(B, 1, h, w)`` logits and ``(B, 1)`` scores.
     """
-    best = np.argmax(multi_iou, axis=-1)
-    batch = np.arange(multi_iou.shape[0])
-    best_logits = multi_logits[batch, best][:, None]
-    best_iou = multi_iou[batch, best][:, None]
+    best_logits, best_iou = best_of(multi_logits, multi_iou)
     stable = stability_scores(single_logits[:, 0], delta) >= thresh
     logits = np.where(stable[:, None, None, None], single_logits, best_logits)
     iou = np.where(stable[:, None], single_iou, best_iou)

@@ -503,21 +503,69 @@ class Sam2Predictor:
             Malformed prompts: mismatched points and labels, labels other than 0/1, points
             outside the image, an empty or inverted box, a mask of the wrong shape.
         """
-        feeds, batched = self._decoder_feeds(point_coords, point_labels, box, mask_input)
-        emb = self._embedding
         start = time.perf_counter()
-        out = dict(zip(self._decoder_outputs, self._run_decoder(feeds), strict=True))
-        logits, scores = self._select(out, multimask_output)
+        logits, scores, batched = self._decode(
+            point_coords, point_labels, box, mask_input, multimask_output
+        )
+        hw = self._embedding.image_hw
         masks = (
-            postprocess.upsample_logits(logits, emb.image_hw)
+            postprocess.upsample_logits(logits, hw)
             if return_logits
-            else postprocess.logits_to_masks(logits, emb.image_hw)
+            else postprocess.logits_to_masks(logits, hw)
         )
         self.last_decode_seconds = time.perf_counter() - start
         low_res = np.clip(logits, -postprocess.LOGIT_CLAMP, postprocess.LOGIT_CLAMP)
         if not batched:
             return masks[0], scores[0], low_res[0]
         return masks, scores, low_res
+
+    def predict_best(
+        self,
+        point_coords: np.ndarray | Sequence | None = None,
+        point_labels: np.ndarray | Sequence | None = None,
+        box: np.ndarray | Sequence | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[np.ndarray, float, np.ndarray]:
+        """Like :meth:`predict` for one prompt set, returning only the best-scoring mask.
+
+        Only that mask is upsampled to the image size, which is what interactive use needs
+        (a third of :meth:`predict`'s postprocessing with ``multimask_output=True``).
+
+        Parameters
+        ----------
+        point_coords, point_labels, box, mask_input, multimask_output
+            As for :meth:`predict`, unbatched.
+
+        Returns
+        -------
+        mask : numpy.ndarray
+            ``(H, W)`` boolean.
+        score : float
+            Its predicted IoU.
+        low_res_logits : numpy.ndarray
+            ``(1, 256, 256)`` logits, usable as ``mask_input``.
+        """
+        start = time.perf_counter()
+        logits, scores, batched = self._decode(
+            point_coords, point_labels, box, mask_input, multimask_output
+        )
+        if batched:
+            raise PromptError("predict_best() takes one prompt set; use predict() for batches.")
+        logits, scores = postprocess.best_of(logits, scores)
+        mask = postprocess.logits_to_masks(logits[0], self._embedding.image_hw)[0]
+        self.last_decode_seconds = time.perf_counter() - start
+        low_res = np.clip(logits[0], -postprocess.LOGIT_CLAMP, postprocess.LOGIT_CLAMP)
+        return mask, float(scores[0, 0]), low_res
+
+    def _decode(
+        self, point_coords: Any, point_labels: Any, box: Any, mask_input: Any, multimask: bool
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Low-resolution logits ``(B, K, 256, 256)`` and scores ``(B, K)`` for the prompts."""
+        feeds, batched = self._decoder_feeds(point_coords, point_labels, box, mask_input)
+        out = dict(zip(self._decoder_outputs, self._run_decoder(feeds), strict=True))
+        logits, scores = self._select(out, multimask)
+        return logits, scores, batched
 
     def _run_decoder(self, feeds: dict[str, Any]) -> list[np.ndarray]:
         device = {k: v for k, v in feeds.items() if is_device_value(v)}
@@ -564,9 +612,7 @@ class Sam2Predictor:
                 thresh=self._stability_thresh,
             )
         # samexporter decoders only expose the multimask token: take the best-scoring mask.
-        best = np.argmax(multi_iou, axis=-1)
-        batch = np.arange(multi.shape[0])
-        return multi[batch, best][:, None], multi_iou[batch, best][:, None]
+        return postprocess.best_of(multi, multi_iou)
 
     @staticmethod
     def _prepare_prompts(
