@@ -25,6 +25,7 @@ from napari_sam2_webgpu.benchmark import (
     PathResult,
     format_parity,
     format_table,
+    gpu_memory_used_mb,
     measure_path,
     peak_rss_mb,
     rss_mb,
@@ -42,6 +43,7 @@ def _torch_path(model, device: str, bf16: bool, repeats: int, sides, name: str) 
         if device == "cuda":
             torch.cuda.synchronize()
 
+    gpu_before = gpu_memory_used_mb()
     start = time.perf_counter()
     model = model.to(device)
     predictor = SAM2ImagePredictor(model)
@@ -81,7 +83,18 @@ def _torch_path(model, device: str, bf16: bool, repeats: int, sides, name: str) 
     dev_name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     model.to("cpu")
     return PathResult(
-        name, label, dev_name, session_ms, enc, dec, first, click, rss_mb(), masks, embedding
+        model=name,
+        backend=label,
+        device=dev_name,
+        session_ms=session_ms,
+        encode=enc,
+        decode=dec,
+        first_mask=first,
+        click_to_mask=click,
+        rss_mb=rss_mb(),
+        gpu_mb=gpu_memory_used_mb() - gpu_before,
+        masks=masks,
+        embedding=embedding,
     )
 
 

@@ -57,6 +57,30 @@ def rss_mb() -> float:
         return float("nan")
 
 
+def gpu_memory_used_mb() -> float:
+    """Memory in use on the first NVIDIA GPU in MB, from ``nvidia-smi`` (NaN without one).
+
+    The whole device's figure: WebGPU (Vulkan) allocations are not attributed to processes the
+    way CUDA contexts are, so the benchmark reports the change against its own start.
+    """
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return float("nan")
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        return float(out.splitlines()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return float("nan")
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB."""
     import resource
@@ -93,6 +117,7 @@ class PathResult:
     first_mask: Timing
     click_to_mask: dict[int, Timing]
     rss_mb: float
+    gpu_mb: float = float("nan")
     masks: np.ndarray | None = None
     embedding: np.ndarray | None = None
 
@@ -147,6 +172,7 @@ def measure_path(
     """
     from .predictor import Sam2Predictor
 
+    gpu_before = gpu_memory_used_mb()
     start = time.perf_counter()
     predictor = Sam2Predictor.from_files(encoder, decoder, backend, name=name, **options)
     session_ms = (time.perf_counter() - start) * 1e3
@@ -181,6 +207,7 @@ def measure_path(
         first_mask=first_mask,
         click_to_mask=click,
         rss_mb=rss_mb(),
+        gpu_mb=gpu_memory_used_mb() - gpu_before,
         masks=masks,
         embedding=embedding,
     )
@@ -194,13 +221,14 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def format_table(results: Sequence[PathResult], image_sides: Sequence[int]) -> str:
     """Markdown table of :class:`PathResult` rows, medians (min–max) in ms."""
     head = ["model", "backend", "device", "session ms", "encode ms", "decode ms", "image→mask ms"]
-    head += [f"click→mask {s}² ms" for s in image_sides] + ["RSS MB"]
+    head += [f"click→mask {s}² ms" for s in image_sides] + ["RSS MB", "GPU MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in results:
         row = [r.model, r.backend, r.device, f"{r.session_ms:.0f}", str(r.encode), str(r.decode)]
         row.append(str(r.first_mask))
         row += [str(r.click_to_mask.get(s, Timing())) for s in image_sides]
         row.append(f"{r.rss_mb:.0f}")
+        row.append("—" if np.isnan(r.gpu_mb) else f"{r.gpu_mb:+.0f}")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
