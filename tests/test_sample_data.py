@@ -108,11 +108,9 @@ def test_manifest_python_names_resolve_to_files():
     for command in _manifest().contributions.commands:
         module = command.python_name.split(":")[0]
         relative = Path("src", *module.split("."))
-        assert (
-            (REPO / relative.with_suffix(".py")).is_file()
-            or (REPO / relative / "__init__.py").is_file()
-            or module.endswith("._widget")
-        ), f"no module file for {command.python_name}"
+        assert (REPO / relative.with_suffix(".py")).is_file() or (
+            REPO / relative / "__init__.py"
+        ).is_file(), f"no module file for {command.python_name}"
 
 
 def test_sample_commands_resolve():
