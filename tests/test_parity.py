@@ -125,3 +125,25 @@ def test_embeddings_match(micro_model_files, official, micro_predictor):
         strict=True,
     ):
         np.testing.assert_allclose(ours, ref.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_full_size_tiny_config_parity(tmp_path_factory):
+    """The real SAM2.1 Hiera-T graph (not only the thin test trunk) exports faithfully."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from napari_sam2_webgpu.export import build_sam2_model, export_onnx
+    from napari_sam2_webgpu.predictor import Sam2Predictor
+
+    model = build_sam2_model("tiny", seed=7)
+    files = export_onnx(model, tmp_path_factory.mktemp("tiny_model"), name="tiny", size="tiny")
+    ours = Sam2Predictor.from_files(files.encoder, files.decoder, backend="cpu")
+    official = SAM2ImagePredictor(model)
+    image = blob_image(600, 900, seed=5)
+    official.set_image(image)
+    ours.set_image(image)
+    prompt = _prompts((600, 900))["box and points"]
+    for multimask in (True, False):
+        ref = official.predict(
+            **{k: np.asarray(v) for k, v in prompt.items()}, multimask_output=multimask
+        )
+        _compare(ref, ours.predict(**prompt, multimask_output=multimask))
