@@ -47,6 +47,7 @@ def test_bound_encoder_and_decoder_match_plain_runs(micro_predictor, cpu_device_
     shapes = {o.name: static_shape(o.shape) for o in predictor._encoder.get_outputs()}
     bound = BoundEncoder(predictor._encoder, cpu_device_io, shapes)
     predictor._bound_encoder = bound
+    predictor.decoder_provider = "webgpu"  # as on a GPU: clicks read device embeddings
     try:
         on_device = predictor.compute_embedding(image)
         assert on_device.on_device and not plain.on_device
@@ -63,4 +64,35 @@ def test_bound_encoder_and_decoder_match_plain_runs(micro_predictor, cpu_device_
         np.testing.assert_allclose(got[1], ref[1], atol=1e-5)
     finally:
         predictor._bound_encoder = None
+        predictor.decoder_provider = "cpu"
         predictor.reset_image()
+
+
+@pytest.mark.parametrize("cpu_wins", [True, False])
+def test_decoder_moves_to_the_cpu_only_when_faster(micro_model_files, cpu_device_io, cpu_wins):
+    """The load-time choice of where clicks decode, with the CPU EP's memory as the 'GPU'."""
+    from napari_sam2_webgpu.predictor import Sam2Predictor
+
+    _, files = micro_model_files
+    predictor = Sam2Predictor.from_files(files.encoder, files.decoder, backend="cpu")
+    shapes = {o.name: static_shape(o.shape) for o in predictor._encoder.get_outputs()}
+    predictor._bound_encoder = BoundEncoder(predictor._encoder, cpu_device_io, shapes)
+    predictor.decoder_provider = "webgpu"  # as on a GPU: clicks read device embeddings
+    image = blob_image(200, 260, seed=9)
+    prompt = dict(point_coords=[[120.0, 90.0]], point_labels=[1])
+    predictor.set_image(image)
+    ref = predictor.predict(**prompt)
+    assert predictor.embedding.on_device
+
+    timings = iter([10.0, 5.0] if cpu_wins else [10.0, 9.0])  # device first, then CPU
+    predictor._time_decoder = lambda run, repeats: (run(), next(timings))[1]
+    other = Sam2Predictor.from_files(files.encoder, files.decoder, backend="cpu")._decoder
+    if predictor._cpu_decoder_is_faster(other):
+        predictor._use_host_decoder(other)
+    assert predictor.decoder_provider == ("cpu" if cpu_wins else "webgpu")
+    assert predictor.embedding.on_device is not cpu_wins
+    got = predictor.predict(**prompt)
+    np.testing.assert_array_equal(got[0], ref[0])
+    predictor.set_image(image)
+    assert predictor.embedding.on_device is not cpu_wins  # new embeddings follow the decoder
+    np.testing.assert_array_equal(predictor.predict(**prompt)[0], ref[0])

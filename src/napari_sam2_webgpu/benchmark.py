@@ -200,7 +200,8 @@ def measure_path(
     return PathResult(
         model=name,
         backend=label or predictor.backend,
-        device=predictor.device,
+        device=predictor.device
+        + (f"; clicks on {predictor.decoder_provider}" if predictor.backend == "webgpu" else ""),
         session_ms=session_ms,
         encode=encode,
         decode=decode,

@@ -211,6 +211,8 @@ class Sam2Predictor:
         self._embedding: ImageEmbedding | None = None
         # On WebGPU: encoder outputs stay in GPU memory and the decoder reads them there.
         self._bound_encoder = bound_encoder
+        #: Where clicks are decoded: the session provider, or "cpu" after _use_host_decoder.
+        self.decoder_provider = backend_info.provider
         self.last_encode_seconds: float | None = None
         self.last_decode_seconds: float | None = None
 
@@ -226,6 +228,7 @@ class Sam2Predictor:
         device_resident: bool = True,
         graph_capture: bool = False,
         warmup: bool = True,
+        decoder_on: str = "gpu",
     ) -> Sam2Predictor:
         """Load an encoder/decoder ONNX pair from disk.
 
@@ -248,6 +251,12 @@ class Sam2Predictor:
         warmup : bool
             On WebGPU, run the models once at load so shader compilation and graph capture do
             not slow the first image and the first click.
+        decoder_on : {"gpu", "auto", "cpu"}
+            With WebGPU, where the decoder runs. ``"auto"`` times both at load and keeps the
+            faster for clicks; a CPU decoder needs each new embedding copied to the host once.
+            The default keeps it on the GPU: on an H100 host with 16 cores the CPU decoder was
+            faster alone (17-20 vs 20-25 ms) but not per click end to end, and the copy added
+            to every new image (docs/benchmarks.md). Without WebGPU everything is on the CPU.
 
         Returns
         -------
@@ -280,11 +289,68 @@ class Sam2Predictor:
             encoder_path=encoder,
             decoder_path=decoder,
         )
-        if device is not None and info.provider == "webgpu":
+        if decoder_on not in ("auto", "gpu", "cpu"):
+            raise ValueError(f"decoder_on must be 'auto', 'gpu' or 'cpu', got {decoder_on!r}")
+        if info.provider != "webgpu":
+            return predictor
+        if device is not None:
             predictor._bind_encoder(device, graph_capture=capture is not None, path=encoder)
-        if warmup and info.provider == "webgpu":
+        if warmup:
             predictor.warm_up()
+        if decoder_on != "gpu":
+            cpu_decoder, _ = create_session(decoder, "cpu")
+            if decoder_on == "cpu" or predictor._cpu_decoder_is_faster(cpu_decoder):
+                predictor._use_host_decoder(cpu_decoder)
         return predictor
+
+    def _use_host_decoder(self, session: Any) -> None:
+        """Decode on ``session`` (CPU), with embeddings copied to the host once per image."""
+        _check_decoder(session, self.decoder_path)
+        self._decoder = session
+        self._decoder_outputs = _output_names(session)
+        self.decoder_provider = "cpu"
+        if self._embedding is not None:
+            self._embedding = self._embedding.numpy()
+
+    def _cpu_decoder_is_faster(self, cpu_session: Any, repeats: int = 5) -> bool:
+        """Time one click on the current decoder and on ``cpu_session``; True if the CPU wins."""
+        previous = self._embedding
+        self._embedding = self.compute_embedding(np.zeros((64, 64), dtype=np.uint8))
+        try:
+            feeds, _ = self._decoder_feeds(point_coords=[[32.0, 32.0]], point_labels=[1])
+            host = dict(feeds)
+            host.update(
+                zip(
+                    ("image_embed", "high_res_feats_0", "high_res_feats_1"),
+                    self._embedding.numpy()._values(),
+                    strict=True,
+                )
+            )
+            gpu_ms = self._time_decoder(lambda: self._run_decoder(feeds), repeats)
+            cpu_ms = self._time_decoder(lambda: cpu_session.run(None, host), repeats)
+        finally:
+            self._embedding = previous
+            self.last_encode_seconds = None
+        # A clear margin: the CPU path also pays one embedding download per image.
+        faster = cpu_ms < 0.85 * gpu_ms
+        logger.info(
+            "decoder: %.1f ms on WebGPU, %.1f ms on the CPU; clicks decode on the %s",
+            gpu_ms,
+            cpu_ms,
+            "CPU" if faster else "GPU",
+        )
+        return faster
+
+    @staticmethod
+    def _time_decoder(run: Callable[[], Any], repeats: int) -> float:
+        """Median wall time of ``run`` in ms, after one untimed call."""
+        run()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - start) * 1e3)
+        return float(np.median(times))
 
     def _bind_encoder(self, device: DeviceIO, *, graph_capture: bool, path: Any) -> None:
         """Switch to device-resident embeddings; check graph capture works, else drop it."""
@@ -427,9 +493,12 @@ class Sam2Predictor:
         start = time.perf_counter()
         if self._bound_encoder is not None:
             out = self._bound_encoder.run(tensor)
-            self.last_encode_seconds = time.perf_counter() - start
             feats = [out[name] for name in ENCODER_OUTPUTS]
-            return ImageEmbedding(feats[2], feats[0], feats[1], hw, self._bound_encoder.device)
+            emb = ImageEmbedding(feats[2], feats[0], feats[1], hw, self._bound_encoder.device)
+            # A CPU decoder needs the embedding on the host: one download per image.
+            emb = emb.numpy() if self.decoder_provider == "cpu" else emb
+            self.last_encode_seconds = time.perf_counter() - start
+            return emb
         outputs = self._encoder.run(list(ENCODER_OUTPUTS), {ENCODER_INPUT: tensor})
         self.last_encode_seconds = time.perf_counter() - start
         feats0, feats1, embed = (np.ascontiguousarray(o, dtype=np.float32) for o in outputs)
