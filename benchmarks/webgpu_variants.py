@@ -23,7 +23,7 @@ import torchvision.ops  # noqa: F401  (Triton before any Mesa LLVM; see tests/co
 
 from napari_sam2_webgpu.benchmark import test_image, time_calls
 from napari_sam2_webgpu.export import build_sam2_model, export_onnx
-from napari_sam2_webgpu.postprocess import logits_to_masks, to_model_coords
+from napari_sam2_webgpu.postprocess import logits_to_masks, mask_iou, to_model_coords
 from napari_sam2_webgpu.preprocess import prepare_image
 
 LINES: list[str] = []
@@ -61,11 +61,6 @@ def decoder_feeds(embed, f0, f1, hw):
         "mask_input": np.zeros((1, 1, 256, 256), np.float32),
         "has_mask_input": np.zeros(1, np.float32),
     }
-
-
-def iou(a, b):
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def try_variant(name, fn):
@@ -129,7 +124,7 @@ def fp16_variants(ort, dev, fp32, variants, args) -> None:
                 want = logits_to_masks(cpu_dec.run(None, feeds)[0][0], hw)
                 feeds.update(image_embed=out[2], high_res_feats_0=out[0], high_res_feats_1=out[1])
                 got = logits_to_masks(cpu_dec.run(None, feeds)[0][0], hw)
-                ious += [iou(g, w) for g, w in zip(got, want, strict=True)]
+                ious += [mask_iou(g, w) for g, w in zip(got, want, strict=True)]
             return (
                 f"features max rel err {rel:.2e}; mask IoU over {len(ious)} masks: "
                 f"min {min(ious):.4f}, median {np.median(ious):.4f}"
@@ -245,7 +240,7 @@ def main(argv=None) -> int:
             dec_t = time_calls(run_dec, args.repeats, 3)
             got = run_dec()
             masks = logits_to_masks(got[0][0], hw)
-            worst = min(iou(m, r) for m, r in zip(masks, ref_masks, strict=True))
+            worst = min(mask_iou(m, r) for m, r in zip(masks, ref_masks, strict=True))
             return (
                 f"encode (outputs stay on GPU) {enc_t}; decode reading GPU embeddings {dec_t}; "
                 f"masks IoU vs CPU min {worst:.5f}"

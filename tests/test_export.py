@@ -16,12 +16,8 @@ from napari_sam2_webgpu.export import (  # noqa: E402
     export_checkpoint,
     export_onnx,
 )
+from napari_sam2_webgpu.postprocess import mask_iou  # noqa: E402
 from napari_sam2_webgpu.predictor import Sam2Predictor  # noqa: E402
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def _weight_bytes(path) -> dict[str, int]:
@@ -85,7 +81,7 @@ def test_fp16_masks_agree_with_fp32_on_cpu(micro_model_files, micro_predictor, f
     for prompt in prompts:
         masks32, scores32, _ = micro_predictor.predict(**prompt)
         masks16, scores16, _ = half.predict(**prompt)
-        ious = [_iou(masks16[k], masks32[k]) for k in range(3)]
+        ious = [mask_iou(masks16[k], masks32[k]) for k in range(3)]
         assert min(ious) >= 0.95, (prompt, ious)  # measured >= 0.996
         np.testing.assert_allclose(scores16, scores32, atol=5e-3)  # measured 2e-4
         # The comparison has teeth: the masks are not empty or full.

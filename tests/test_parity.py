@@ -5,16 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_sam2_webgpu.postprocess import mask_iou
+
 from .conftest import blob_image
 
 pytestmark = pytest.mark.parity
 
 SIZES = [(480, 640), (301, 1203), (1100, 700)]
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +58,7 @@ def _compare(ref, ours, check_nontrivial=True):
     np.testing.assert_allclose(scores, ref_scores, atol=1e-3)
     np.testing.assert_allclose(low, ref_low, atol=2e-3, rtol=1e-3)
     for k in range(masks.shape[0]):
-        assert _iou(masks[k], ref_masks[k].astype(bool)) >= 0.999, f"mask {k}"
+        assert mask_iou(masks[k], ref_masks[k].astype(bool)) >= 0.999, f"mask {k}"
     if check_nontrivial:
         # Random weights still give masks that are neither empty nor full: the test has teeth.
         fractions = masks.reshape(masks.shape[0], -1).mean(axis=1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_sam2_webgpu.postprocess import mask_iou
 from napari_sam2_webgpu.predictor import ImageEmbedding, PromptError, Sam2Predictor
 from napari_sam2_webgpu.preprocess import ImageError, prepare_image
 
@@ -16,11 +17,6 @@ from .conftest import blob_image
 H, W = 48, 64
 POINT = {"point_coords": [[30.0, 22.0]], "point_labels": [1]}
 BOX = [10.0, 8.0, 50.0, 40.0]
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def _assert_same_embedding(a: ImageEmbedding, b: ImageEmbedding, atol: float = 1e-5) -> None:
@@ -387,7 +383,7 @@ def test_batched_boxes(ref):
     assert low_res.shape == (2, 3, 256, 256)
     for b, box in enumerate(boxes):
         one = ref.predictor.predict(box=box)
-        assert min(_iou(masks[b, k], one[0][k]) for k in range(3)) >= 0.999
+        assert min(mask_iou(masks[b, k], one[0][k]) for k in range(3)) >= 0.999
         np.testing.assert_allclose(scores[b], one[1], atol=1e-4)
 
 

@@ -17,6 +17,8 @@ from typing import TextIO
 
 import numpy as np
 
+from .postprocess import mask_iou
+
 
 @dataclass
 class Timing:
@@ -214,11 +216,6 @@ def measure_path(
     )
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
 def format_table(results: Sequence[PathResult], image_sides: Sequence[int]) -> str:
     """Markdown table of :class:`PathResult` rows, medians (min–max) in ms."""
     head = ["model", "backend", "device", "session ms", "encode ms", "decode ms", "image→mask ms"]
@@ -249,7 +246,7 @@ def format_parity(results: Sequence[PathResult]) -> str:
                 np.max(np.abs(r.embedding - cpu.embedding))
                 / (np.max(np.abs(cpu.embedding)) + 1e-12)
             )
-            ious = [_iou(a, b) for a, b in zip(r.masks, cpu.masks, strict=True)]
+            ious = [mask_iou(a, b) for a, b in zip(r.masks, cpu.masks, strict=True)]
             lines.append(
                 f"- {model}: {backend} vs cpu: embedding max relative error {rel:.2e}, "
                 f"mask IoU min {min(ious):.5f}"

@@ -141,6 +141,12 @@ def logits_to_masks(
     return masks
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (1.0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
 def stability_scores(logits: np.ndarray, delta: float) -> np.ndarray:
     """SAM2's mask stability: area above ``+delta`` over area above ``-delta``."""
     flat = logits.reshape(*logits.shape[:-2], -1)
