@@ -46,6 +46,8 @@ _MICRO_OVERRIDES = [
     "++model.image_encoder.trunk.global_att_blocks=[3]",
     "++model.image_encoder.trunk.window_pos_embed_bkg_spatial_size=[7,7]",
     "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]",
+    # One memory-attention layer instead of four: propagation tests stay fast on two cores.
+    "++model.memory_attention.num_layers=1",
 ]
 
 # With fp16: Resize (Hiera's bicubic position-embedding interpolation) fails in fp16 on the
@@ -53,7 +55,16 @@ _MICRO_OVERRIDES = [
 FP16_KEEP_FP32_OPS: tuple[str, ...] = ("Resize",)
 
 # The interface is the predictor's; only the exporter knows the outputs it adds to samexporter's.
-DECODER_OUTPUTS = ["masks", "iou_predictions", "single_mask", "single_iou", "object_score_logits"]
+# ``obj_ptrs``: the object pointer of each of the four mask tokens (single first), which
+# propagation keeps in its memory bank; image segmentation ignores it.
+DECODER_OUTPUTS = [
+    "masks",
+    "iou_predictions",
+    "single_mask",
+    "single_iou",
+    "object_score_logits",
+    "obj_ptrs",
+]
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,8 @@ class ExportResult:
     ----------
     encoder, decoder : Path
         The ONNX files.
+    memory_attention, memory_encoder : Path or None
+        The video components used by propagation (``None`` when exported without them).
     size : str
         The model size (config) exported.
     fp16 : bool
@@ -74,6 +87,14 @@ class ExportResult:
     decoder: Path
     size: str
     fp16: bool
+    memory_attention: Path | None = None
+    memory_encoder: Path | None = None
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file written."""
+        extra = [p for p in (self.memory_attention, self.memory_encoder) if p is not None]
+        return [self.encoder, self.decoder, *extra]
 
 
 def _require_export_deps() -> None:
@@ -141,6 +162,37 @@ def build_sam2_model(
     return model
 
 
+def build_official_video_predictor(
+    model: Any, size: str = "tiny", *, device: str = "cpu", config: str | None = None
+) -> Any:
+    """The official ``SAM2VideoPredictor`` with ``model``'s weights (the parity reference).
+
+    Parameters
+    ----------
+    model : SAM2Base
+        From :func:`build_sam2_model`; its weights are copied.
+    size : str
+        The size it was built as (selects the config and the micro overrides).
+    device : str
+        Torch device.
+    config : str, optional
+        The config, if ``model`` was built with one other than the size's.
+
+    Returns
+    -------
+    sam2.sam2_video_predictor.SAM2VideoPredictor
+    """
+    _require_export_deps()
+    from sam2.build_sam import build_sam2_video_predictor
+
+    overrides = list(_MICRO_OVERRIDES) if size == "micro" else []
+    predictor = build_sam2_video_predictor(
+        config or CONFIGS[size], None, device=device, hydra_overrides_extra=overrides
+    )
+    predictor.load_state_dict(model.state_dict())
+    return predictor.to(device).eval()
+
+
 def _randomise_zero_parameters(model: Any, seed: int | None) -> None:
     """Give zero-initialised embeddings small random values.
 
@@ -183,11 +235,14 @@ def _encoder_module(model: Any) -> torch.nn.Module:
 def _decoder_module(model: Any) -> torch.nn.Module:
     import torch
 
+    from .video_export import obj_ptrs_from_tokens
+
     class Sam2PromptDecoder(torch.nn.Module):
         """Prompts + embeddings -> all mask logits, in samexporter's interface plus extras."""
 
         def __init__(self, sam: Any) -> None:
             super().__init__()
+            self.sam = sam
             self.prompt_encoder = sam.sam_prompt_encoder
             self.mask_decoder = sam.sam_mask_decoder
             self.image_size = float(sam.image_size)
@@ -229,7 +284,7 @@ def _decoder_module(model: Any) -> torch.nn.Module:
             dense = self._embed_masks(mask_input, has_mask_input)
             num_prompts = sparse.shape[0]
             # repeat_image=True broadcasts one image embedding over every prompt set.
-            masks, iou, _, obj_scores = self.mask_decoder.predict_masks(
+            masks, iou, tokens, obj_scores = self.mask_decoder.predict_masks(
                 image_embeddings=image_embed,
                 image_pe=self.prompt_encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse,
@@ -240,7 +295,8 @@ def _decoder_module(model: Any) -> torch.nn.Module:
                     high_res_feats_1.expand(num_prompts, -1, -1, -1),
                 ],
             )
-            return masks[:, 1:], iou[:, 1:], masks[:, :1], iou[:, :1], obj_scores
+            obj_ptrs = obj_ptrs_from_tokens(self.sam, tokens, obj_scores)
+            return masks[:, 1:], iou[:, 1:], masks[:, :1], iou[:, :1], obj_scores, obj_ptrs
 
     return Sam2PromptDecoder(model).eval()
 
@@ -254,8 +310,13 @@ def export_onnx(
     fp16: bool = False,
     opset: int = 17,
     fp32_ops: tuple[str, ...] = FP16_KEEP_FP32_OPS,
+    video: bool = True,
 ) -> ExportResult:
     """Export a SAM2 model to ``<name>.encoder.onnx`` and ``<name>.decoder.onnx``.
+
+    With ``video`` (the default) also ``<name>.memory_attention.onnx`` and
+    ``<name>.memory_encoder.onnx``, which propagation through stacks needs
+    (:mod:`napari_sam2_webgpu.video_export`).
 
     Parameters
     ----------
@@ -275,6 +336,8 @@ def export_onnx(
         ONNX opset.
     fp32_ops : tuple of str
         With ``fp16``, operator types kept in float32.
+    video : bool
+        Also export the memory attention and memory encoder.
 
     Returns
     -------
@@ -314,7 +377,10 @@ def export_onnx(
         "stability_thresh": str(model.sam_mask_decoder.dynamic_multimask_stability_thresh),
         "fp16_weights": str(fp16),
     }
-    parts = [p.with_name(p.name + ".part") for p in (encoder_path, decoder_path)]
+    targets = [encoder_path, decoder_path]
+    if video:
+        targets += [out / f"{name}.memory_attention.onnx", out / f"{name}.memory_encoder.onnx"]
+    parts = [p.with_name(p.name + ".part") for p in targets]
     try:
         _export_one(
             encoder,
@@ -347,15 +413,90 @@ def export_onnx(
             metadata,
             fp32_ops,
         )
-        # Moved into place only once both are complete: an export interrupted at the decoder
+        if video:
+            _export_video(model, feats[2], parts[2], parts[3], opset, fp16, metadata, fp32_ops)
+        # Moved into place only once all are complete: an export interrupted at the decoder
         # must not leave a new encoder beside no decoder, or beside an older one.
-        os.replace(parts[0], encoder_path)
-        os.replace(parts[1], decoder_path)
+        for part, target in zip(parts, targets, strict=True):
+            os.replace(part, target)
     finally:
         for part in parts:
             part.unlink(missing_ok=True)
-    logger.info("Exported %s and %s", encoder_path, decoder_path)
-    return ExportResult(encoder=encoder_path, decoder=decoder_path, size=size, fp16=fp16)
+    logger.info("Exported %s", ", ".join(str(t) for t in targets))
+    return ExportResult(
+        encoder=encoder_path,
+        decoder=decoder_path,
+        size=size,
+        fp16=fp16,
+        memory_attention=targets[2] if video else None,
+        memory_encoder=targets[3] if video else None,
+    )
+
+
+def _export_video(
+    model: Any,
+    image_embed: torch.Tensor,
+    attention_path: Path,
+    encoder_path: Path,
+    opset: int,
+    fp16: bool,
+    metadata: dict[str, str],
+    fp32_ops: tuple[str, ...],
+) -> None:
+    import torch
+
+    from . import video_export as vx
+
+    vx.check_supported(model)
+    feat_pos, maskmem_pos = vx.positional_encodings(model)
+    meta = {**metadata, "video_config": vx.video_config(model)}
+    attention = vx.MemoryAttentionExport(model, feat_pos, maskmem_pos).eval()
+    size = feat_pos.shape[-1]
+    hidden = int(model.hidden_dim)
+    args = (
+        image_embed,
+        torch.randn(2, int(model.mem_dim), size, size),
+        torch.tensor([0, 3], dtype=torch.int64),
+        torch.randn(3, hidden),
+        torch.tensor([0.0, 1 / 15, 2 / 15]),
+    )
+    dynamic = {
+        "memory": {0: "num_memories"},
+        "memory_tpos": {0: "num_memories"},
+        "obj_ptrs": {0: "num_pointers"},
+        "obj_ptr_offsets": {0: "num_pointers"},
+    }
+    _export_one(
+        attention,
+        args,
+        attention_path,
+        vx.MEMORY_ATTENTION_INPUTS,
+        vx.MEMORY_ATTENTION_OUTPUTS,
+        dynamic,
+        opset,
+        fp16,
+        meta,
+        fp32_ops,
+    )
+    low_res = 4 * (int(model.image_size) // model.backbone_stride)
+    args = (
+        image_embed,
+        torch.randn(1, 1, low_res, low_res),
+        torch.tensor([[1.0]]),
+        torch.tensor([1.0]),
+    )
+    _export_one(
+        vx.MemoryEncoderExport(model).eval(),
+        args,
+        encoder_path,
+        vx.MEMORY_ENCODER_INPUTS,
+        vx.MEMORY_ENCODER_OUTPUTS,
+        None,
+        opset,
+        fp16,
+        meta,
+        fp32_ops,
+    )
 
 
 def _export_one(
