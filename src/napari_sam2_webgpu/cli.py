@@ -171,16 +171,32 @@ def _cmd_export(args: argparse.Namespace) -> int:
             "error: give --checkpoint FILE.pt (official or fine-tuned SAM2/SAM2.1), "
             "or --random-weights for a test model"
         )
+    if args.out is None and not args.install:
+        raise SystemExit("error: give --out FOLDER, or --install to export into the model cache")
+    if args.install:
+        from .models import exported_dir
+
+        if args.name is not None:
+            raise SystemExit("error: --install names the files itself; leave out --name")
+    out = args.out if args.out is not None else exported_dir()
     result = export_checkpoint(
         args.size,
-        args.out,
+        out,
         checkpoint=args.checkpoint,
         config=args.config,
         fp16=args.fp16,
         seed=args.seed,
         name=args.name,
+        video=not args.no_video,
     )
-    print(f"encoder: {result.encoder}\ndecoder: {result.decoder}")
+    for label, path in (
+        ("encoder", result.encoder),
+        ("decoder", result.decoder),
+        ("memory attention", result.memory_attention),
+        ("memory encoder", result.memory_encoder),
+    ):
+        if path is not None:
+            print(f"{label}: {path}")
     return 0
 
 
@@ -244,7 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output label image (.tif, .png, .npy)")
     p.set_defaults(func=_cmd_segment)
 
-    p = sub.add_parser("export", help="convert a SAM2/SAM2.1 checkpoint to the ONNX pair")
+    p = sub.add_parser(
+        "export",
+        help="convert a SAM2/SAM2.1 checkpoint to ONNX (encoder, decoder and video components)",
+    )
     p.add_argument("--size", default="tiny", help="tiny, small, base_plus, large (or micro)")
     p.add_argument("--checkpoint", help="the .pt checkpoint")
     p.add_argument("--config", help="sam2 config name overriding the size's")
@@ -252,7 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-weights", action="store_true", help="no checkpoint: test model")
     p.add_argument("--seed", type=int, default=0, help="seed for --random-weights")
     p.add_argument("--name", help="output file stem")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", help="output folder")
+    p.add_argument(
+        "--install",
+        action="store_true",
+        help="write into the model cache, where propagation finds the model by its size",
+    )
+    p.add_argument(
+        "--no-video", action="store_true", help="skip the memory components (images only)"
+    )
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("bench", help="time session creation, encode and decode per backend")

@@ -554,6 +554,7 @@ def export_checkpoint(
     fp16: bool = False,
     seed: int | None = None,
     name: str | None = None,
+    video: bool = True,
 ) -> ExportResult:
     """Build (from a checkpoint, or random weights when none is given) and export in one call.
 
@@ -573,6 +574,8 @@ def export_checkpoint(
         Seed for random weights.
     name : str, optional
         File stem; defaults to ``sam2.1_hiera_<size>`` (plus ``.fp16``).
+    video : bool
+        Also export the memory components used for propagation.
 
     Returns
     -------
@@ -580,4 +583,4 @@ def export_checkpoint(
     """
     model = build_sam2_model(size, checkpoint, config=config, seed=seed)
     stem = name or f"sam2.1_hiera_{size}" + (".fp16" if fp16 else "")
-    return export_onnx(model, out_dir, name=stem, size=size, fp16=fp16)
+    return export_onnx(model, out_dir, name=stem, size=size, fp16=fp16, video=video)

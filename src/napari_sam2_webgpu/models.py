@@ -77,6 +77,10 @@ __all__ = [
     "ModelError",
     "ModelFile",
     "ModelNotAvailableError",
+    "VideoModelPaths",
+    "companion_video_files",
+    "exported_dir",
+    "find_video_model",
     "ModelPaths",
     "ModelSpec",
     "ModelUnverifiedError",
@@ -257,6 +261,79 @@ class ModelPaths:
 
     encoder: Path
     decoder: Path
+
+
+#: Suffixes of the four files of one exported model (``<stem><suffix>``).
+VIDEO_SUFFIXES = (
+    ".encoder.onnx",
+    ".decoder.onnx",
+    ".memory_attention.onnx",
+    ".memory_encoder.onnx",
+)
+
+
+@dataclass(frozen=True)
+class VideoModelPaths:
+    """The four files propagation through stacks needs, all from one export.
+
+    Parameters
+    ----------
+    encoder, decoder, memory_attention, memory_encoder : Path
+    """
+
+    encoder: Path
+    decoder: Path
+    memory_attention: Path
+    memory_encoder: Path
+
+    @property
+    def files(self) -> tuple[Path, Path, Path, Path]:
+        """The paths in the order :meth:`Sam2Propagator.from_files` takes them."""
+        return (self.encoder, self.decoder, self.memory_attention, self.memory_encoder)
+
+
+def exported_dir(cache: Path | None = None) -> Path:
+    """Folder of models exported with ``napari-sam2-webgpu export --install``.
+
+    SAM2's memory components are not published as ONNX, so propagation uses models the user
+    exports from an official (or fine-tuned) checkpoint; ``--install`` puts them here, under
+    the model cache.
+    """
+    return (cache if cache is not None else cache_dir()) / "exported"
+
+
+def companion_video_files(encoder: str | os.PathLike) -> tuple[Path, Path] | None:
+    """The memory attention and memory encoder exported with ``encoder``, if both exist.
+
+    They share its stem: ``x.encoder.onnx`` -> ``x.memory_attention.onnx`` and
+    ``x.memory_encoder.onnx``.
+    """
+    path = Path(encoder)
+    stem = path.name.removesuffix(".onnx").removesuffix(".encoder")
+    found = tuple(path.with_name(stem + suffix) for suffix in VIDEO_SUFFIXES[2:])
+    return found if all(p.is_file() for p in found) else None  # type: ignore[return-value]
+
+
+def find_video_model(size: str, cache: Path | None = None) -> VideoModelPaths:
+    """The exported model set of ``size`` in :func:`exported_dir`.
+
+    Raises
+    ------
+    ModelNotAvailableError
+        It has not been exported; the message gives the command that does it.
+    """
+    folder = exported_dir(cache)
+    stem = f"sam2.1_hiera_{size}"
+    paths = [folder / (stem + suffix) for suffix in VIDEO_SUFFIXES]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise ModelNotAvailableError(
+            f"Propagation with the {size!r} model needs its video components, which are not "
+            f"published as ONNX: export them once from the official checkpoint with\n"
+            f"  napari-sam2-webgpu export --size {size} --checkpoint sam2.1_hiera_{size}.pt "
+            f"--install\n(missing in {folder}: {', '.join(missing)})."
+        )
+    return VideoModelPaths(*paths)
 
 
 # --------------------------------------------------------------------------------------------

@@ -82,10 +82,10 @@ def fill_holes(logits: np.ndarray, max_area: int = FILL_HOLE_AREA) -> np.ndarray
     A hole is an 8-connected region of logits <= 0; filled pixels get 0.1, as in SAM2's
     ``fill_holes_in_mask_scores``.
     """
-    from scipy import ndimage
-
     if max_area <= 0:
         return logits
+    from scipy import ndimage  # imported here: a dependency of scikit-image, needed only now
+
     out = np.array(logits, dtype=np.float32, copy=True)
     flat = out.reshape(-1, *out.shape[-2:])
     structure = np.ones((3, 3), dtype=bool)

@@ -1,0 +1,199 @@
+"""Frames per second of mask propagation: this plugin (WebGPU EP, CPU EP) against the official
+PyTorch ``SAM2VideoPredictor`` (CUDA fp32 and bf16 autocast), with identical random weights.
+
+One object is prompted with a point on frame 0 of a synthetic stack (a bright ellipse that moves
+and changes shape, 1024 x 1024 frames) and tracked forward through every frame. Two rates are
+printed per path:
+
+- *end to end*: ``propagate`` including encoding each frame (what a first run costs);
+- *tracking*: the same with every frame already encoded (what a propagate-again after a
+  correction costs: the plugin keeps embeddings; the official predictor re-encodes).
+
+The masks of every path are compared with the official fp32 path (per-frame IoU).
+
+    python benchmarks/propagation.py --sizes tiny large --frames 30 --out propagation.md
+
+Needs the ``export`` extra (torch, sam2). Prints Markdown; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from napari_sam2_webgpu.postprocess import mask_iou
+
+
+def synthetic_stack(num_frames: int, side: int = 1024, seed: int = 0) -> np.ndarray:
+    """uint8 RGB frames: an ellipse moving right and down, growing and flattening."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:side, :side]
+    frames = np.empty((num_frames, side, side, 3), np.uint8)
+    for t in range(num_frames):
+        img = rng.normal(40, 8, (side, side))
+        frac = t / max(num_frames - 1, 1)
+        cy, cx = side * (0.3 + 0.3 * frac), side * (0.25 + 0.4 * frac)
+        ry, rx = side * 0.1 * (1 + 0.5 * frac), side * 0.12 * (1 - 0.3 * frac)
+        img[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] += 150
+        gray = np.clip(img, 0, 255).astype(np.uint8)
+        frames[t] = gray[..., None]
+    return frames
+
+
+def _prompt(side: int) -> tuple[list[list[float]], list[int]]:
+    return [[side * 0.25, side * 0.3]], [1]
+
+
+def run_ours(files, backend: str, frames: np.ndarray) -> dict:
+    from napari_sam2_webgpu.video import Sam2Propagator
+
+    start = time.perf_counter()
+    # No hole filling: the official predictor skips it without its CUDA extension (not built
+    # here), and the paths should compute the same thing.
+    video = Sam2Propagator.from_files(*files, backend, fill_hole_area=0)
+    load_s = time.perf_counter() - start
+    points, labels = _prompt(frames.shape[1])
+    state = video.init_state(frames)
+    start = time.perf_counter()
+    video.add_prompts(state, 0, 1, points=points, labels=labels)
+    masks = {f: m[1] for f, m in video.propagate(state)}
+    first_s = time.perf_counter() - start
+    # Again from scratch, but with every frame's embedding cached (a fresh state reading the
+    # first one's): only memory attention, decoder and memory encoder run.
+    cached = video.init_state(frames, embedding_provider=state.embedding)
+    start = time.perf_counter()
+    video.add_prompts(cached, 0, 1, points=points, labels=labels)
+    again = {f: m[1] for f, m in video.propagate(cached)}
+    again_s = time.perf_counter() - start
+    assert all(np.array_equal(masks[f], again[f]) for f in masks)
+    return {
+        "path": f"plugin, {video.backend}",
+        "device": video.predictor.device,
+        "load_s": load_s,
+        "e2e_fps": len(frames) / first_s,
+        "track_fps": len(frames) / again_s,
+        "masks": masks,
+    }
+
+
+def run_official(model, size: str, frames: np.ndarray, device: str, bf16: bool) -> dict:
+    import sam2.sam2_video_predictor as svp
+    import torch
+
+    from napari_sam2_webgpu.export import build_official_video_predictor
+    from napari_sam2_webgpu.preprocess import prepare_image
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    start = time.perf_counter()
+    ref = build_official_video_predictor(model, size, device=device)
+    sync()
+    load_s = time.perf_counter() - start
+    images = torch.from_numpy(np.concatenate([prepare_image(f) for f in frames]))
+
+    def load_frames(video_path, image_size, offload_video_to_cpu, async_loading_frames, **kw):
+        return images.to(device), frames.shape[1], frames.shape[2]
+
+    svp.load_video_frames = load_frames  # the same pixels as ours, no JPEG round trip
+    autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    points, labels = _prompt(frames.shape[1])
+    rates = []
+    with torch.inference_mode(), autocast, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(2):  # the first run includes CUDA warm-up; report the second
+            state = ref.init_state("frames from load_frames")
+            sync()
+            start = time.perf_counter()
+            ref.add_new_points_or_box(state, 0, 1, points=points, labels=labels)
+            masks = {
+                f: (logits[0, 0] > 0).float().cpu().numpy().astype(bool)
+                for f, _, logits in ref.propagate_in_video(state)
+            }
+            sync()
+            rates.append(len(frames) / (time.perf_counter() - start))
+    return {
+        "path": f"official PyTorch, {device} {'bf16' if bf16 else 'fp32'}",
+        "device": torch.cuda.get_device_name() if device == "cuda" else "CPU",
+        "load_s": load_s,
+        "e2e_fps": rates[-1],
+        "track_fps": float("nan"),
+        "masks": masks,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["tiny"])
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--side", type=int, default=1024)
+    parser.add_argument("--backends", nargs="+", default=["webgpu"], choices=["webgpu", "cpu"])
+    parser.add_argument(
+        "--torch",
+        nargs="*",
+        default=["cuda-fp32", "cuda-bf16"],
+        choices=["cuda-fp32", "cuda-bf16", "cpu-fp32"],
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="also write the Markdown here")
+    args = parser.parse_args(argv)
+
+    import torchvision.ops  # noqa: F401  (Triton before any Mesa LLVM; see tests/conftest.py)
+
+    from napari_sam2_webgpu.export import build_sam2_model, export_onnx
+
+    frames = synthetic_stack(args.frames, args.side)
+    lines = [
+        f"Propagation of one object through {args.frames} frames of {args.side} x {args.side} "
+        "(prompt: one point on frame 0), random weights, identical on every path.",
+        "",
+    ]
+    for size in args.sizes:
+        model = build_sam2_model(size, seed=args.seed)
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            exported = export_onnx(model, tmp, name=size, size=size)
+            for backend in args.backends:
+                rows.append(run_ours(exported.files, backend, frames))
+                print(f"{size} {rows[-1]['path']}: {rows[-1]['e2e_fps']:.2f} fps", flush=True)
+        for spec in args.torch:
+            device, precision = spec.split("-")
+            rows.append(run_official(model, size, frames, device, precision == "bf16"))
+            print(f"{size} {rows[-1]['path']}: {rows[-1]['e2e_fps']:.2f} fps", flush=True)
+        reference = next((r for r in rows if r["path"].endswith("fp32")), None)
+        lines += [
+            f"### {size}",
+            "",
+            "| path | device | load (s) | fps end to end | fps tracking (frames encoded) "
+            "| IoU vs official fp32 (min / median) |",
+            "| --- | --- | ---: | ---: | ---: | --- |",
+        ]
+        for row in rows:
+            if reference is None or row is reference:
+                parity = "reference" if row is reference else "-"
+            else:
+                ious = [mask_iou(row["masks"][f], reference["masks"][f]) for f in row["masks"]]
+                parity = f"{min(ious):.4f} / {float(np.median(ious)):.4f}"
+            track = "-" if np.isnan(row["track_fps"]) else f"{row['track_fps']:.2f}"
+            lines.append(
+                f"| {row['path']} | {row['device']} | {row['load_s']:.1f} | "
+                f"{row['e2e_fps']:.2f} | {track} | {parity} |"
+            )
+        lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
