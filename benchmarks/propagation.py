@@ -68,11 +68,14 @@ def run_ours(files, backend: str, frames: np.ndarray) -> dict:
     # Again from scratch, but with every frame's embedding cached (a fresh state reading the
     # first one's): only memory attention, decoder and memory encoder run.
     cached = video.init_state(frames, embedding_provider=state.embedding)
+    video.reset_timings()
     start = time.perf_counter()
     video.add_prompts(cached, 0, 1, points=points, labels=labels)
     again = {f: m[1] for f, m in video.propagate(cached)}
     again_s = time.perf_counter() - start
     assert all(np.array_equal(masks[f], again[f]) for f in masks)
+    steps = ", ".join(f"{k} {v / len(frames) * 1e3:.1f}" for k, v in video.stage_seconds.items())
+    print(f"per frame while tracking (ms): {steps}", flush=True)
     return {
         "path": f"plugin, {video.backend}",
         "device": video.predictor.device,
@@ -143,6 +146,13 @@ def main(argv=None) -> int:
         choices=["cuda-fp32", "cuda-bf16", "cpu-fp32"],
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--attention",
+        nargs="+",
+        default=["plain"],
+        choices=["plain", "fused"],
+        help="memory attention export: MatMul/Softmax, or ORT's fused MultiHeadAttention",
+    )
     parser.add_argument("--out", help="also write the Markdown here")
     args = parser.parse_args(argv)
 
@@ -160,10 +170,15 @@ def main(argv=None) -> int:
         model = build_sam2_model(size, seed=args.seed)
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
-            exported = export_onnx(model, tmp, name=size, size=size)
-            for backend in args.backends:
-                rows.append(run_ours(exported.files, backend, frames))
-                print(f"{size} {rows[-1]['path']}: {rows[-1]['e2e_fps']:.2f} fps", flush=True)
+            for attention in args.attention:
+                fused = attention == "fused"
+                exported = export_onnx(
+                    model, Path(tmp) / attention, name=size, size=size, fused_attention=fused
+                )
+                for backend in args.backends:
+                    rows.append(run_ours(exported.files, backend, frames))
+                    rows[-1]["path"] += ", fused attention" if fused else ""
+                    print(f"{size} {rows[-1]['path']}: {rows[-1]['e2e_fps']:.2f} fps", flush=True)
         for spec in args.torch:
             device, precision = spec.split("-")
             rows.append(run_official(model, size, frames, device, precision == "bf16"))

@@ -162,15 +162,53 @@ def test_export_random_weights(tmp_path, capsys):
     out_dir = tmp_path / "exported"
     code = main(["export", "--size", "micro", "--random-weights", "--out", str(out_dir)])
     assert code == 0, capsys.readouterr().err
-    encoder = out_dir / "sam2.1_hiera_micro.encoder.onnx"
-    decoder = out_dir / "sam2.1_hiera_micro.decoder.onnx"
-    assert sorted(p.name for p in out_dir.iterdir()) == [decoder.name, encoder.name]
+    stem = "sam2.1_hiera_micro"
+    encoder = out_dir / f"{stem}.encoder.onnx"
+    decoder = out_dir / f"{stem}.decoder.onnx"
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        decoder.name,
+        encoder.name,
+        f"{stem}.memory_attention.onnx",
+        f"{stem}.memory_encoder.onnx",
+    ]
     stdout = capsys.readouterr().out
     assert f"encoder: {encoder}" in stdout and f"decoder: {decoder}" in stdout
+    assert f"memory attention: {out_dir / stem}.memory_attention.onnx" in stdout
     from napari_sam2_webgpu.predictor import Sam2Predictor
 
     predictor = Sam2Predictor.from_files(encoder, decoder, backend="cpu")
     assert predictor.name == "sam2.1_hiera_micro"
+
+
+def test_export_install_puts_the_video_model_where_propagation_finds_it(
+    tmp_path, monkeypatch, capsys
+):
+    from napari_sam2_webgpu.models import ModelNotAvailableError, find_video_model
+
+    monkeypatch.setenv("NAPARI_SAM2_WEBGPU_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(ModelNotAvailableError, match="export --size micro --checkpoint"):
+        find_video_model("micro")
+    code = main(["export", "--size", "micro", "--random-weights", "--install"])
+    assert code == 0, capsys.readouterr().err
+    paths = find_video_model("micro")
+    assert all(p.parent == tmp_path / "cache" / "exported" for p in paths.files)
+    from napari_sam2_webgpu.video import Sam2Propagator
+
+    video = Sam2Propagator.from_files(*paths.files, "cpu")
+    assert video.config.num_maskmem == 7 and video.config.max_obj_ptrs_in_encoder == 16
+
+
+def test_export_images_only_and_install_conflicts(tmp_path, capsys):
+    out_dir = tmp_path / "images"
+    code = main(
+        ["export", "--size", "micro", "--random-weights", "--no-video", "--out", str(out_dir)]
+    )
+    assert code == 0
+    assert len(list(out_dir.iterdir())) == 2
+    with pytest.raises(SystemExit, match="--out FOLDER, or --install"):
+        main(["export", "--size", "micro", "--random-weights"])
+    with pytest.raises(SystemExit, match="leave out --name"):
+        main(["export", "--size", "micro", "--random-weights", "--install", "--name", "x"])
 
 
 def test_export_needs_weights(tmp_path):

@@ -311,6 +311,7 @@ def export_onnx(
     opset: int = 17,
     fp32_ops: tuple[str, ...] = FP16_KEEP_FP32_OPS,
     video: bool = True,
+    fused_attention: bool = False,
 ) -> ExportResult:
     """Export a SAM2 model to ``<name>.encoder.onnx`` and ``<name>.decoder.onnx``.
 
@@ -338,6 +339,9 @@ def export_onnx(
         With ``fp16``, operator types kept in float32.
     video : bool
         Also export the memory attention and memory encoder.
+    fused_attention : bool
+        Write the memory attention's attention steps as ONNX Runtime's fused
+        ``com.microsoft.MultiHeadAttention`` (runs only on ONNX Runtime).
 
     Returns
     -------
@@ -414,7 +418,17 @@ def export_onnx(
             fp32_ops,
         )
         if video:
-            _export_video(model, feats[2], parts[2], parts[3], opset, fp16, metadata, fp32_ops)
+            _export_video(
+                model,
+                feats[2],
+                parts[2],
+                parts[3],
+                opset,
+                fp16,
+                metadata,
+                fp32_ops,
+                fused_attention,
+            )
         # Moved into place only once all are complete: an export interrupted at the decoder
         # must not leave a new encoder beside no decoder, or beside an older one.
         for part, target in zip(parts, targets, strict=True):
@@ -442,6 +456,7 @@ def _export_video(
     fp16: bool,
     metadata: dict[str, str],
     fp32_ops: tuple[str, ...],
+    fused_attention: bool = False,
 ) -> None:
     import torch
 
@@ -450,7 +465,7 @@ def _export_video(
     vx.check_supported(model)
     feat_pos, maskmem_pos = vx.positional_encodings(model)
     meta = {**metadata, "video_config": vx.video_config(model)}
-    attention = vx.MemoryAttentionExport(model, feat_pos, maskmem_pos).eval()
+    attention = vx.MemoryAttentionExport(model, feat_pos, maskmem_pos, fused_attention).eval()
     size = feat_pos.shape[-1]
     hidden = int(model.hidden_dim)
     args = (

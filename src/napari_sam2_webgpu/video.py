@@ -284,6 +284,9 @@ class Sam2Propagator:
         self.fill_hole_area = int(fill_hole_area)
         self.add_corrections_as_cond = bool(correction_as_conditioning)
         self.last_frame_seconds: float | None = None
+        #: Wall time spent per step since :meth:`reset_timings`: ``encode`` (frame embeddings,
+        #: including cache look-ups), ``memory_attention``, ``decoder``, ``memory_encoder``.
+        self.stage_seconds: dict[str, float] = {}
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -360,6 +363,18 @@ class Sam2Propagator:
 
         paths = find_video_model(size, cache=Path(cache) if cache else None)
         return cls.from_files(*paths.files, backend, name=f"sam2.1 {size}", **options)
+
+    def reset_timings(self) -> None:
+        """Zero :attr:`stage_seconds`."""
+        self.stage_seconds = {}
+
+    def _timed(self, stage: str, session: Any, feeds: dict[str, Any]) -> list[np.ndarray]:
+        start = time.perf_counter()
+        try:
+            return _run(session, feeds)
+        finally:
+            elapsed = time.perf_counter() - start
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + elapsed
 
     @property
     def backend(self) -> str:
@@ -705,7 +720,11 @@ class Sam2Propagator:
         encode_memory: bool,
     ) -> _FrameOutput:
         """SAM2's ``track_step`` for one object on one frame."""
+        start = time.perf_counter()
         emb = state.embedding(frame)
+        self.stage_seconds["encode"] = self.stage_seconds.get("encode", 0.0) + (
+            time.perf_counter() - start
+        )
         if is_init:
             features = emb.image_embed  # no_mem_embed is already added by the encoder
         else:
@@ -733,7 +752,13 @@ class Sam2Propagator:
             "has_mask_input": has_mask,
         }
         predictor = self.predictor
-        out = dict(zip(predictor._decoder_outputs, _run(predictor._decoder, feeds), strict=True))
+        out = dict(
+            zip(
+                predictor._decoder_outputs,
+                self._timed("decoder", predictor._decoder, feeds),
+                strict=True,
+            )
+        )
         if self._use_multimask(is_init, labels.shape[1] if points is not None else 0):
             best = int(np.argmax(out["iou_predictions"][0]))
             low_res = out["masks"][:, best : best + 1]
@@ -766,7 +791,7 @@ class Sam2Propagator:
             "object_score_logits": np.array([[score]], dtype=np.float32),
             "binarize": np.array([1.0 if binarize else 0.0], dtype=np.float32),
         }
-        (features,) = _run(self._memory_encoder, feeds)
+        (features,) = self._timed("memory_encoder", self._memory_encoder, feeds)
         return to_bfloat16(features[0])
 
     def _condition(
@@ -824,7 +849,7 @@ class Sam2Propagator:
             "obj_ptrs": np.array([p for _, p in pointers], dtype=np.float32).reshape(-1, 256),
             "obj_ptr_offsets": np.array([d / t_diff_max for d, _ in pointers], dtype=np.float32),
         }
-        (conditioned,) = _run(self._attention, feeds)
+        (conditioned,) = self._timed("memory_attention", self._attention, feeds)
         return conditioned
 
 

@@ -59,12 +59,34 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return rotated.reshape(x.shape)
 
 
+class _FusedAttention(torch.autograd.Function):
+    """One-head attention exported as ONNX Runtime's ``com.microsoft.MultiHeadAttention``.
+
+    ORT's CPU and WebGPU providers both implement it as one kernel, instead of a score matrix
+    of every query against every memory token written out between MatMul, Softmax and MatMul.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        out = nn.functional.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])
+        return out[:, 0]
+
+    @staticmethod
+    def symbolic(g: Any, q: Any, k: Any, v: Any) -> Any:
+        out = g.op("com.microsoft::MultiHeadAttention", q, k, v, num_heads_i=1)
+        out.setType(q.type())
+        return out
+
+
 class _RopeAttention(nn.Module):
     """``RoPEAttention`` with real-valued rotation; keys past ``rope_tokens`` are not rotated."""
 
-    def __init__(self, attn: Any, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    def __init__(
+        self, attn: Any, cos: torch.Tensor, sin: torch.Tensor, fused: bool = False
+    ) -> None:
         super().__init__()
         self.attn = attn
+        self.fused = fused and attn.num_heads == 1
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
@@ -85,6 +107,9 @@ class _RopeAttention(nn.Module):
         if k_plain is not None:  # object-pointer tokens: no rotary encoding
             keys = torch.cat([keys, self._heads(a.k_proj(k_plain[0]))], dim=2)
             values = torch.cat([values, self._heads(a.v_proj(k_plain[1]))], dim=2)
+        if self.fused:
+            out = _FusedAttention.apply(q[:, 0], keys[:, 0], values[:, 0])
+            return a.out_proj(out)
         out = nn.functional.scaled_dot_product_attention(q, keys, values)
         return a.out_proj(a._recombine_heads(out))
 
@@ -92,7 +117,13 @@ class _RopeAttention(nn.Module):
 class MemoryAttentionExport(nn.Module):
     """SAM2's ``_prepare_memory_conditioned_features`` for a non-initial frame, batch 1."""
 
-    def __init__(self, sam: Any, feat_pos: torch.Tensor, maskmem_pos: torch.Tensor) -> None:
+    def __init__(
+        self,
+        sam: Any,
+        feat_pos: torch.Tensor,
+        maskmem_pos: torch.Tensor,
+        fused_attention: bool = False,
+    ) -> None:
         super().__init__()
         attention = sam.memory_attention
         self.layers = attention.layers
@@ -126,7 +157,7 @@ class MemoryAttentionExport(nn.Module):
                 head_dim = attn.internal_dim // attn.num_heads
                 theta = attn.compute_cis.keywords.get("theta", 10000.0)
                 cos, sin = _rope_tables(head_dim, height, width, theta)
-                target.append(_RopeAttention(attn, cos, sin))
+                target.append(_RopeAttention(attn, cos, sin, fused_attention))
 
     def _pointer_pos(self, offsets: torch.Tensor) -> torch.Tensor:
         if not self.add_tpos:
