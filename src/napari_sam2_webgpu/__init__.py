@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["Sam2Predictor", "__version__"]
+__all__ = ["Sam2Predictor", "Sam2Propagator", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .predictor import Sam2Predictor
+    from .video import Sam2Propagator
 
 
 def __getattr__(name: str):
@@ -22,4 +23,8 @@ def __getattr__(name: str):
         from .predictor import Sam2Predictor
 
         return Sam2Predictor
+    if name == "Sam2Propagator":
+        from .video import Sam2Propagator
+
+        return Sam2Propagator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
