@@ -248,3 +248,34 @@ def test_import_is_light():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_propagate_writes_a_label_stack(micro_model_files, tmp_path, capsys):
+    from .test_video import moving_blob_stack
+
+    _, files = micro_model_files
+    stack_path, out = tmp_path / "stack.npy", tmp_path / "labels.npy"
+    np.save(stack_path, moving_blob_stack(3, (60, 70)))
+    args = ["propagate", str(stack_path), "--frame", "1", "--point", "20,22", "--label", "300"]
+    args += ["--encoder", str(files.encoder), "--decoder", str(files.decoder)]
+    code = main([*args, "--backend", "cpu", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    labels = np.load(out)
+    assert labels.shape == (3, 60, 70) and labels.dtype == np.uint16
+    assert set(np.unique(labels)) <= {0, 300}
+    assert "3 frames in" in capsys.readouterr().out
+
+
+def test_propagate_without_video_files_says_how_to_get_them(micro_model_files, tmp_path, capsys):
+    import shutil
+
+    _, files = micro_model_files
+    encoder = shutil.copy(files.encoder, tmp_path / "m.encoder.onnx")
+    decoder = shutil.copy(files.decoder, tmp_path / "m.decoder.onnx")
+    np.save(tmp_path / "s.npy", np.zeros((2, 30, 30), np.uint8))
+    args = ["propagate", str(tmp_path / "s.npy"), "--frame", "0", "--point", "5,5"]
+    with pytest.raises(SystemExit, match="no memory_attention/memory_encoder files next to"):
+        main([*args, "--encoder", str(encoder), "--decoder", str(decoder), "--out", "x.npy"])
+    code = main([*args, "--model", "micro", "--out", str(tmp_path / "x.npy")])
+    assert code == 1
+    assert "export --size micro --checkpoint" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The ``napari-sam2-webgpu`` command: models, download, doctor, segment, export, bench."""
+"""The ``napari-sam2-webgpu`` command: models, download, doctor, segment, propagate, export, bench."""
 
 from __future__ import annotations
 
@@ -216,6 +216,56 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_propagator(args: argparse.Namespace):
+    from .video import Sam2Propagator
+
+    if args.encoder:
+        from .models import companion_video_files
+
+        if not args.decoder:
+            raise SystemExit("error: --encoder and --decoder go together")
+        companions = companion_video_files(args.encoder)
+        if companions is None:
+            raise SystemExit(
+                f"error: no memory_attention/memory_encoder files next to {args.encoder} "
+                "(export with this plugin's `export` command, which writes all four)"
+            )
+        return Sam2Propagator.from_files(args.encoder, args.decoder, *companions, args.backend)
+    return Sam2Propagator.from_pretrained(args.model, args.backend)
+
+
+def _cmd_propagate(args: argparse.Namespace) -> int:
+    stack = _read_image(Path(args.stack))
+    video = _load_propagator(args)
+    print(
+        f"model {video.predictor.name} on {video.predictor.backend_info.describe()}",
+        file=sys.stderr,
+    )
+    state = video.init_state(stack, contrast_limits=args.contrast)
+    coords = labels = None
+    if args.point:
+        coords = np.array([p[:2] for p in args.point])
+        labels = np.array([int(p[2]) for p in args.point])
+    video.add_prompts(state, args.frame, args.label, points=coords, labels=labels, box=args.box)
+    dtype = np.uint8 if args.label <= 255 else np.uint16
+    out = np.zeros(stack.shape[:3], dtype=dtype)
+    start = time.perf_counter()
+    done: set[int] = set()  # "both" visits the prompted frame once per direction
+    for frame, masks in video.propagate(state, args.direction):
+        out[frame] = np.where(masks[args.label], args.label, 0)
+        done.add(frame)
+        print(f"\rframe {frame} ({len(done)} done)", end="", file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - start
+    print(file=sys.stderr)
+    _write_labels(Path(args.out), out)
+    covered = int(np.count_nonzero(out.reshape(len(out), -1).any(axis=1)))
+    print(
+        f"wrote {args.out}: object on {covered} of {len(out)} frames; "
+        f"{len(done)} frames in {seconds:.1f} s ({len(done) / max(seconds, 1e-9):.2f} frames/s)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -259,6 +309,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", type=int, default=1, help="value written for the object")
     p.add_argument("--out", required=True, help="output label image (.tif, .png, .npy)")
     p.set_defaults(func=_cmd_segment)
+
+    p = sub.add_parser(
+        "propagate",
+        help="segment one object through a stack (Z or T first) from prompts on one frame",
+    )
+    p.add_argument("stack", help="stack file (.tif, .npy): (frames, height, width[, channels])")
+    p.add_argument("--frame", type=int, required=True, help="index of the prompted frame")
+    p.add_argument("--model", default="tiny", help="size of a model exported with --install")
+    p.add_argument("--encoder", help="custom encoder ONNX (video files beside it, same stem)")
+    p.add_argument("--decoder", help="custom decoder ONNX (with --encoder)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
+    p.add_argument(
+        "--point", type=_point, action="append", metavar="X,Y[,LABEL]", help="a prompt point"
+    )
+    p.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1", help="a box prompt in pixels")
+    p.add_argument("--contrast", type=_pair, metavar="LOW,HIGH", help="intensity range")
+    p.add_argument("--direction", choices=("forward", "backward", "both"), default="both")
+    p.add_argument("--label", type=int, default=1, help="value written for the object")
+    p.add_argument("--out", required=True, help="output label stack (.tif, .npy)")
+    p.set_defaults(func=_cmd_propagate)
 
     p = sub.add_parser(
         "export",
