@@ -147,11 +147,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--attention",
+        "--variants",
         nargs="+",
-        default=["plain"],
-        choices=["plain", "fused"],
-        help="memory attention export: MatMul/Softmax, or ORT's fused MultiHeadAttention",
+        default=["fp32"],
+        choices=["fp32", "fused", "fp16"],
+        help="exports to time: fp32 (default), fp32 with ORT's fused MultiHeadAttention in the "
+        "memory attention, float16 weights",
     )
     parser.add_argument("--out", help="also write the Markdown here")
     args = parser.parse_args(argv)
@@ -170,20 +171,27 @@ def main(argv=None) -> int:
         model = build_sam2_model(size, seed=args.seed)
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
-            for attention in args.attention:
-                fused = attention == "fused"
+            for variant in args.variants:
                 exported = export_onnx(
-                    model, Path(tmp) / attention, name=size, size=size, fused_attention=fused
+                    model,
+                    Path(tmp) / variant,
+                    name=size,
+                    size=size,
+                    fused_attention=variant == "fused",
+                    fp16=variant == "fp16",
                 )
                 for backend in args.backends:
                     rows.append(run_ours(exported.files, backend, frames))
-                    rows[-1]["path"] += ", fused attention" if fused else ""
+                    rows[-1]["path"] += {"fp32": "", "fused": ", fused attention"}.get(
+                        variant, ", fp16"
+                    )
                     print(f"{size} {rows[-1]['path']}: {rows[-1]['e2e_fps']:.2f} fps", flush=True)
         for spec in args.torch:
             device, precision = spec.split("-")
             rows.append(run_official(model, size, frames, device, precision == "bf16"))
             print(f"{size} {rows[-1]['path']}: {rows[-1]['e2e_fps']:.2f} fps", flush=True)
-        reference = next((r for r in rows if r["path"].endswith("fp32")), None)
+        # The official fp32 predictor, or without PyTorch references the plugin's first path.
+        reference = next((r for r in rows if r["path"].endswith("fp32")), rows[0])
         lines += [
             f"### {size}",
             "",

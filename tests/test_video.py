@@ -323,3 +323,30 @@ def test_fill_holes_fills_only_small_holes():
     assert np.all(out[..., 20:23, 20:23] == -3)
     assert np.all(out[..., :, 35:] == -3)
     assert fill_holes(logits, 0) is logits
+
+
+def test_device_resident_embeddings_give_the_same_tracks(micro_model_files, stack):
+    """With embeddings bound to device memory (the WebGPU path; the CPU EP's memory stands in
+    here), memory attention leaves its output on the device for the decoder: same masks."""
+    ort = pytest.importorskip("onnxruntime")
+    from napari_sam2_webgpu.iobinding import BoundEncoder, DeviceIO, static_shape
+
+    cpu = next(d for d in ort.get_ep_devices() if d.ep_name == "CPUExecutionProvider")
+    device = DeviceIO.for_ep_device(cpu)
+    if device is None:
+        pytest.skip("this onnxruntime cannot bind tensors to an EP device's memory")
+    _, files = micro_model_files
+    paths = (files.encoder, files.decoder, files.memory_attention, files.memory_encoder)
+    plain, bound = (Sam2Propagator.from_files(*paths, "cpu") for _ in range(2))
+    encoder = bound.predictor._encoder
+    shapes = {o.name: static_shape(o.shape) for o in encoder.get_outputs()}
+    bound.predictor._bound_encoder = BoundEncoder(encoder, device, shapes)
+    bound.predictor.decoder_provider = "webgpu"  # as on a GPU: embeddings stay on the device
+    results = []
+    for video in (plain, bound):
+        state = video.init_state(stack[:4])
+        video.add_prompts(state, 1, 1, points=[[60, 50]], labels=[1])
+        results.append(dict(video.propagate(state, "both")))
+        assert state.embedding(0).on_device == (video is bound)
+    for frame, masks in results[0].items():
+        assert mask_iou(masks[1], results[1][frame][1]) >= 0.999

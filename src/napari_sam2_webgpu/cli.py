@@ -1,4 +1,5 @@
-"""The ``napari-sam2-webgpu`` command: models, download, doctor, segment, propagate, export, bench."""
+"""The ``napari-sam2-webgpu`` command: models, download, doctor, segment, propagate, export,
+bench."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import postprocess
 from .embedding_cache import EmbeddingCache, EmbeddingKey
-from .iobinding import is_device_value, run_decoder_bound
+from .iobinding import DeviceIO, is_device_value, run_decoder_bound
 from .predictor import (
     LOW_RES,
     ImageEmbedding,
@@ -849,8 +849,34 @@ class Sam2Propagator:
             "obj_ptrs": np.array([p for _, p in pointers], dtype=np.float32).reshape(-1, 256),
             "obj_ptr_offsets": np.array([d / t_diff_max for d, _ in pointers], dtype=np.float32),
         }
+        bound = self.predictor._bound_encoder
+        if bound is not None and is_device_value(emb.image_embed):
+            # On the GPU the result stays there for the decoder (4 MiB less each way per frame).
+            return self._timed_on_device("memory_attention", self._attention, feeds, bound.device)
         (conditioned,) = self._timed("memory_attention", self._attention, feeds)
         return conditioned
+
+    def _timed_on_device(
+        self, stage: str, session: Any, feeds: dict[str, Any], device: DeviceIO
+    ) -> Any:
+        """Run a one-output session, leaving its output in device memory."""
+        start = time.perf_counter()
+        try:
+            binding = session.io_binding()
+            for name, value in feeds.items():
+                if is_device_value(value):
+                    binding.bind_ortvalue_input(name, value)
+                else:
+                    binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            (output,) = session.get_outputs()
+            value = device.empty(feeds["image_embed"].shape())
+            binding.bind_ortvalue_output(output.name, value)
+            session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+            return value
+        finally:
+            elapsed = time.perf_counter() - start
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + elapsed
 
 
 def _closest_cond_frames(
