@@ -221,6 +221,28 @@ def test_moving_and_deleting_points_redecode(setup):
     assert annotator.preview_mask is None
 
 
+def test_prompts_event_and_slice_prompts(setup):
+    """``events.prompts`` fires on every prompt change (the widget's Propagate button follows)."""
+    viewer, image, annotator = setup
+    encode(annotator)
+    seen = []
+    annotator.events.prompts.connect(lambda event: seen.append(event.type))
+    annotator.add_point(here(viewer, image, 40, 60))
+    annotator.add_point(here(viewer, image, 45, 70), positive=False)
+    annotator.add_box(here(viewer, image, 10, 10), here(viewer, image, 60, 90))
+    assert len(seen) == 3
+    points, labels, box = annotator.slice_prompts(annotator.current_slice())
+    np.testing.assert_allclose(points, [[60, 40], [70, 45]])  # (x, y) pixels
+    assert labels.tolist() == [1, 0]
+    np.testing.assert_allclose(box, [10, 10, 90, 60])
+    prompts = annotator.prompts_layer
+    prompts.selected_data = {1}
+    prompts.remove_selected()
+    annotator.clear()
+    assert len(seen) == 5
+    assert annotator.slice_prompts(annotator.current_slice()) == (None, None, None)
+
+
 def test_click_outside_the_image_is_refused(setup, messages):
     viewer, image, annotator = setup
     encode(annotator)

@@ -27,6 +27,14 @@ from napari.utils.notifications import ErrorNotification, NotificationSeverity, 
 from napari.utils.progress import progress
 
 from .conftest import MouseEvent, blob_image
+from .test_propagation_widget import (
+    OBJECT,
+    OTHER,
+    blob_centre,
+    expected_labels,
+    moving_blob_stack,
+    state_masks,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -417,6 +425,148 @@ def test_remove_layers_and_switch_model_during_encoding(dock, qtbot, notes, tmp_
     widget.cancel()
     assert not widget._job and widget.encode_button.text() == "Encode"
     wait_idle(qtbot, widget)
+
+
+# -- propagation through the stack ----------------------------------------------------------------
+
+
+def _docked_stack(dock, name="stack"):
+    make, docked = dock
+    viewer = make()
+    image = viewer.add_image(moving_blob_stack(), name=name)
+    return viewer, image, docked
+
+
+def test_widget_propagate_button_progress_undo(dock, qtbot, notes):
+    from qtpy.QtCore import Qt
+
+    viewer, image, docked = _docked_stack(dock)
+    before = np.zeros(image.data.shape, np.uint16)
+    before[:, :, 45:] = OTHER
+    labels = viewer.add_labels(before.copy(), name="manual")
+    viewer.dims.set_current_step(0, 2)
+    widget = docked(viewer)
+    widget.labels_layer = labels
+    widget.object_id = OBJECT
+    assert not widget.propagate_button.isEnabled()  # nothing loaded yet
+    assert widget.direction_combo.currentText() == "both"
+
+    widget.encode(wait=True)
+    assert not widget.propagate_button.isEnabled()  # no prompts yet
+    assert "no prompts" in widget.propagate_button.toolTip()
+    click(widget.prompts_layer, image.data_to_world([2, *blob_centre(2)]))
+    qtbot.waitUntil(lambda: widget.propagate_button.isEnabled(), timeout=TIMEOUT)
+
+    qtbot.mouseClick(widget.propagate_button, Qt.MouseButton.LeftButton)
+    assert widget.busy and widget.propagate_button.text() == "Cancel propagation"
+    assert any("propagating object 3" in str(bar.desc) for bar in progress._all_instances)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
+    assert not any("propagating" in str(bar.desc) for bar in progress._all_instances)
+    assert widget.propagate_button.text() == "Propagate"
+    assert "Propagated object 3 (both): 6 slices" in widget.status
+    assert "slices/s" in widget.status
+
+    masks = state_masks(widget.propagation, range(5))
+    np.testing.assert_array_equal(labels.data, expected_labels(before, masks, OBJECT))
+    assert all((labels.data[f] == OBJECT).any() for f in range(5))
+    np.testing.assert_array_equal(labels.data[before == OTHER], OTHER)
+
+    # One undo (the widget's button) takes the whole run back; the object stays current.
+    qtbot.mouseClick(widget.undo_button, Qt.MouseButton.LeftButton)
+    np.testing.assert_array_equal(labels.data, before)
+    assert widget.object_id == OBJECT and len(widget.prompts_layer.data) == 1
+
+    # Propagate again, then C: the object is done (no extra commit), prompts go, next id.
+    run = widget.propagate("backward", wait=True)
+    assert run.frames_written == [2, 1, 0] and widget.direction_combo.currentText() == "backward"
+    written = labels.data.copy()
+    widget.commit()
+    np.testing.assert_array_equal(labels.data, written)
+    assert widget.object_id == OTHER + 1 and len(widget.prompts_layer.data) == 0
+    assert any("object 3 was propagated" in m for m in notes.messages("info"))
+    assert not widget.propagate_button.isEnabled()
+    assert not notes.messages("error") and not notes.messages("warning")
+
+
+def test_widget_cancel_then_correct(dock, qtbot, notes):
+    from qtpy.QtCore import Qt
+
+    viewer, image, docked = _docked_stack(dock)
+    viewer.dims.set_current_step(0, 1)
+    widget = docked(viewer)
+    widget.encode(wait=True)
+    widget.add_point(image.data_to_world([1, *blob_centre(1)]))
+    run = widget.propagate("forward")
+    assert run is not None and widget.propagation.running
+    qtbot.waitUntil(lambda: len(run.frames_written) >= 1, timeout=TIMEOUT)
+    assert widget.propagate_button.text() == "Cancel propagation"
+    qtbot.mouseClick(widget.propagate_button, Qt.MouseButton.LeftButton)  # Cancel
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
+    assert run.cancelled and 1 <= len(run.frames_written) < run.total == 4
+    labels = widget.labels_layer
+    for frame in range(5):
+        assert (labels.data[frame] == 1).any() == (frame in run.frames_written), frame
+    assert "Cancelled object 1" in widget.status
+    assert any("cancelled after" in m for m in notes.messages("info"))
+
+    # The viewer is usable: a correction point on a later slice, then propagate again.
+    viewer.dims.set_current_step(0, 3)
+    click(widget.prompts_layer, image.data_to_world([3, 5, 5]), modifiers=("Control",))
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
+    run = widget.propagate("forward", wait=True)
+    assert sorted(run.updates) == [3] and run.frames_written == [1, 2, 3, 4]
+    mask = widget.propagation._state.masks(3)[1]
+    np.testing.assert_array_equal(labels.data[3], np.where(mask, 1, 0))
+    assert not notes.messages("error")
+
+
+def test_widget_without_video_components(dock, qtbot, notes, tmp_path, micro_model_files):
+    viewer, image, docked = _docked_stack(dock)
+    widget = docked(viewer)
+    for name in ("encoder", "decoder"):
+        shutil.copy(getattr(micro_model_files[1], name), tmp_path / f"plain.{name}.onnx")
+    widget.load_model(
+        encoder=tmp_path / "plain.encoder.onnx",
+        decoder=tmp_path / "plain.decoder.onnx",
+        backend="cpu",
+        wait=True,
+    )
+    widget.encode(wait=True)
+    widget.add_point(image.data_to_world([2, *blob_centre(2)]))  # the middle slice is shown
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
+    assert len(widget.prompts_layer.data) == 1 and not widget.propagate_button.isEnabled()
+    tip = widget.propagate_button.toolTip()
+    assert "video components" in tip and "napari-sam2-webgpu export" in tip
+    assert "video components" in widget.status
+    assert widget.propagate() is None
+    assert any("video components" in m for m in notes.messages("warning"))
+    assert widget.labels_layer is None
+
+
+def test_widget_prefers_an_installed_export(
+    dock, qtbot, notes, tmp_path, micro_model_files, monkeypatch
+):
+    """``export --install`` puts the four files in the cache; choosing the size loads them."""
+    from napari_sam2_webgpu.models import ENV_CACHE_DIR
+
+    _, files = micro_model_files
+    exported = tmp_path / "cache" / "exported"
+    exported.mkdir(parents=True)
+    for name in ("encoder", "decoder", "memory_attention", "memory_encoder"):
+        source, target = getattr(files, name), exported / f"sam2.1_hiera_tiny.{name}.onnx"
+        try:
+            os.symlink(source, target)
+        except OSError:
+            shutil.copy(source, target)
+    monkeypatch.setenv(ENV_CACHE_DIR, str(tmp_path / "cache"))
+    viewer, image, docked = _docked_stack(dock)
+    widget = docked(viewer)
+    assert widget.load_model("tiny", backend="cpu", wait=True) is not None  # offline: no download
+    assert widget.predictor.encoder_path.name == "sam2.1_hiera_tiny.encoder.onnx"
+    assert widget.propagation.available
+    widget.encode(wait=True)
+    widget.add_point(image.data_to_world([2, *blob_centre(2)]))  # the middle slice is shown
+    qtbot.waitUntil(lambda: widget.propagate_button.isEnabled(), timeout=TIMEOUT)
 
 
 # -- the user guide's screenshot ------------------------------------------------------------------

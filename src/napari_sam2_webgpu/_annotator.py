@@ -365,7 +365,8 @@ class Annotator:
     events : EmitterGroup
         ``status`` (something shown in the widget changed), ``object_id``, ``polarity``,
         ``layers`` (a layer in use was created, replaced or removed), ``needs_embedding`` (a
-        prompt arrived on a slice that is not encoded).
+        prompt arrived on a slice that is not encoded), ``prompts`` (points or boxes were added,
+        moved or removed, on any slice).
     auto_encode : callable or None
         Called with no argument when prompts need an embedding that is not there; the widget
         starts an encode. When None, the user is told to encode.
@@ -403,6 +404,7 @@ class Annotator:
             polarity=Event,
             layers=Event,
             needs_embedding=Event,
+            prompts=Event,
         )
         self.auto_encode: Callable[[], None] | None = None
         self.predictor: Sam2Predictor | None = None
@@ -875,6 +877,7 @@ class Annotator:
             new = sorted({int(i) % n for i in indices if -n <= int(i) < n})
             self._drop_bad_points(layer, new)
         self.request_decode()
+        self.events.prompts()
 
     def _drop_bad_points(self, layer: Points, new: list[int]) -> None:
         """Remove just-added points that are not on a pixel of the displayed slice."""
@@ -924,8 +927,17 @@ class Annotator:
                         box.selected_data = set(older)
                         box.remove_selected()
         self.request_decode()
+        self.events.prompts()
 
-    def _slice_prompts(self, sl: SliceInfo) -> tuple[np.ndarray | None, np.ndarray | None, Any]:
+    def slice_prompts(self, sl: SliceInfo) -> tuple[np.ndarray | None, np.ndarray | None, Any]:
+        """The prompts on a slice as the predictor takes them.
+
+        Returns
+        -------
+        (points, labels, box)
+            ``(N, 2)`` SAM ``(x, y)`` pixels and ``(N,)`` 1/0 labels (None without points), and
+            the newest box on the slice as ``(4,)`` x0, y0, x1, y1 (None without one).
+        """
         points = labels = box = None
         layer = self._prompts
         if layer is not None and layer in self.viewer.layers and len(layer.data):
@@ -990,7 +1002,7 @@ class Annotator:
         except AnnotatorError:
             self._clear_preview()
             return None
-        points, labels, box = self._slice_prompts(sl)
+        points, labels, box = self.slice_prompts(sl)
         if points is None and box is None:
             self._clear_preview()
             return None
@@ -1182,6 +1194,7 @@ class Annotator:
                 self._box.data = []
         self._generation += 1  # any decode in flight is now stale
         self._clear_preview()
+        self.events.prompts()
         self.events.status()
 
     def undo(self) -> bool:

@@ -1,9 +1,10 @@
-"""The SAM2 dock widget: model, backend, encode, prompts, commit; drivable from the console.
+"""The SAM2 dock widget: model, encode, prompts, commit, propagate; drivable from the console.
 
-The widget is thin: layer wiring, decoding and committing live in :mod:`._annotator` (no Qt), and
-the embedding cache in :mod:`.embedding_cache`. What is here is Qt: controls, the worker threads
-for loading and encoding (with a napari progress bar that can be cancelled), the decode worker
-(latest click wins), keyboard shortcuts, and status.
+The widget is thin: layer wiring, decoding and committing live in :mod:`._annotator` (no Qt),
+propagation through stacks in :mod:`._propagation` (no Qt), and the embedding cache in
+:mod:`.embedding_cache`. What is here is Qt: controls, the worker threads for loading, encoding
+and propagating (with napari progress bars that can be cancelled), the decode worker (latest
+click wins), keyboard shortcuts, and status.
 
 From napari's console (``viewer.window.add_plugin_dock_widget`` returns the widget)::
 
@@ -13,6 +14,7 @@ From napari's console (``viewer.window.add_plugin_dock_widget`` returns the widg
     w.add_point((120.0, 200.0))       # world coordinates, napari's axis order
     w.add_point((130.0, 260.0), positive=False)
     w.commit()
+    w.propagate("both", wait=True)    # stacks: the current object through every slice
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._annotator import Annotator, AnnotatorError, EncodeRequest
+from ._propagation import DIRECTIONS, PropagationController, PropagationRun, exported_model_files
 from .embedding_cache import EmbeddingCache
 from .predictor import PromptError
 from .preprocess import ImageError
@@ -76,6 +79,11 @@ HELP = (
     "Left click: positive point. Control-click (Cmd on macOS) or right click: negative point. "
     "T swaps them. Drag a point to move it, select it and press Delete to remove it. Draw a "
     "rectangle in 'SAM2 box' for a box prompt."
+)
+PROPAGATE_HELP = (
+    "Track the current object through the stack from its prompted slices into the Labels layer "
+    "(background pixels only, unless overwrite is on). Add a point where it drifts and "
+    "propagate again. C afterwards: done, next object."
 )
 SHORTCUT_HELP = "C commit · Shift+C clear · T positive/negative · N next object · Ctrl+Z undo"
 
@@ -155,9 +163,9 @@ class Sam2Widget(QWidget):
     """Segment Anything 2 in napari: encode an image layer, click, commit to a Labels layer.
 
     Every button is also a method, for napari's console (see :meth:`load_model`,
-    :meth:`encode`, :meth:`add_point`, :meth:`add_box`, :meth:`commit`, :meth:`clear`,
-    :meth:`undo`); the layers in use are :attr:`image_layer`, :attr:`prompts_layer`,
-    :attr:`box_layer`, :attr:`preview_layer` and :attr:`labels_layer`.
+    :meth:`encode`, :meth:`add_point`, :meth:`add_box`, :meth:`commit`, :meth:`propagate`,
+    :meth:`clear`, :meth:`undo`); the layers in use are :attr:`image_layer`,
+    :attr:`prompts_layer`, :attr:`box_layer`, :attr:`preview_layer` and :attr:`labels_layer`.
 
     Parameters
     ----------
@@ -171,6 +179,8 @@ class Sam2Widget(QWidget):
         The Qt-free core: prompts, decoding, preview, commits.
     cache : EmbeddingCache
         Embeddings per image layer, slice, contrast limits and model (LRU, bounded in bytes).
+    propagation : napari_sam2_webgpu._propagation.PropagationController
+        The Qt-free propagation through stacks (its ``check()`` says why Propagate is off).
     last_error : str or None
         The message of the last failure shown in the viewer.
     """
@@ -186,6 +196,8 @@ class Sam2Widget(QWidget):
             self.viewer, cache=self.cache, run_async=self._run_async, defer=self._defer
         )
         self.annotator.auto_encode = self._auto_encode
+        self.propagation = PropagationController(self.annotator)
+        self._propagation_bar: Any = None
         self.last_error: str | None = None
         self._predictor: Sam2Predictor | None = None
         self._loaded_choice: _ModelChoice | None = None
@@ -300,6 +312,15 @@ class Sam2Widget(QWidget):
         for button in (self.commit_button, self.clear_button, self.undo_button):
             buttons.addWidget(button)
         layout.addLayout(buttons)
+        row = QHBoxLayout()
+        self.direction_combo = QComboBox()
+        self.direction_combo.addItems(DIRECTIONS)
+        self.direction_combo.setCurrentText("both")
+        self.direction_combo.setToolTip("From the first prompted slice: to the end, start or both.")
+        self.propagate_button = QPushButton("Propagate")
+        row.addWidget(self.propagate_button, 1)
+        row.addWidget(self.direction_combo)
+        layout.addLayout(row)
 
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
@@ -318,6 +339,7 @@ class Sam2Widget(QWidget):
         self.commit_button.clicked.connect(lambda: self.commit())
         self.clear_button.clicked.connect(lambda: self.clear())
         self.undo_button.clicked.connect(lambda: self.undo())
+        self.propagate_button.clicked.connect(self._on_propagate_button)
         self.id_spin.valueChanged.connect(self._on_id_spin)
         self.multimask_check.toggled.connect(self._on_multimask)
         self.overwrite_check.toggled.connect(self._on_overwrite)
@@ -328,6 +350,7 @@ class Sam2Widget(QWidget):
         events.object_id.connect(self._on_object_id)
         events.polarity.connect(self._refresh_polarity)
         events.layers.connect(self._on_layers_changed)
+        events.prompts.connect(self._refresh_status)
         layers = self.viewer.layers
         layers.events.inserted.connect(self._refresh_layer_choices)
         layers.events.removed.connect(self._on_layer_removed)
@@ -764,8 +787,12 @@ class Sam2Widget(QWidget):
             def download(done: int, total: int, filename: str) -> None:
                 report(f"SAM2: downloading {filename}", done >> 10, total >> 10)
 
-            paths = ensure_model(choice.size, progress=download)
-            encoder, decoder, name = paths.encoder, paths.decoder, choice.describe()
+            # An export with --install has the video components: prefer it to the download.
+            exported = exported_model_files(choice.size)
+            if exported is None:
+                paths = ensure_model(choice.size, progress=download)
+                exported = paths.encoder, paths.decoder
+            (encoder, decoder), name = exported, choice.describe()
         else:
             encoder, decoder, name = choice.encoder, choice.decoder, None
         report("SAM2: creating ONNX Runtime sessions", 1)
@@ -826,6 +853,7 @@ class Sam2Widget(QWidget):
         info = predictor.backend_info
         self.device_label.setText(info.describe() if hasattr(info, "describe") else str(info))
         self.annotator.set_predictor(predictor)
+        self.propagation.set_model(predictor, choice.size)
 
     def _run_async(self, fn: Callable[[], Any], on_done: Callable[[Any], None]) -> Any:
         """Run ``fn`` (which never raises) in a worker thread; ``on_done`` on the GUI thread."""
@@ -843,9 +871,13 @@ class Sam2Widget(QWidget):
 
     @property
     def busy(self) -> bool:
-        """Whether a load, an encode or a decode is running or queued."""
+        """Whether a load, an encode, a decode or a propagation is running or queued."""
         return bool(
-            self._job is not None or self._encode_queued or self.annotator.decoding or self._workers
+            self._job is not None
+            or self._encode_queued
+            or self.annotator.decoding
+            or self._workers
+            or self.propagation.running
         )
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -894,8 +926,16 @@ class Sam2Widget(QWidget):
         Waits for a decode still running. Paints only background pixels unless
         :attr:`overwrite`; one undo step of the Labels layer. Then clears the prompts and moves
         to the next free id. Returns the number of pixels written (0 if none, with a message).
+        Right after :meth:`propagate` the object is in the labels already: only the clearing
+        and the next id happen.
         """
         self.wait_for_decode()
+        if self.propagation.is_propagated():
+            # The object is already in the labels: committing means "done with it".
+            done = self.object_id
+            self.propagation.finish_object()
+            show_info(f"SAM2: object {done} was propagated; next object {self.object_id}.")
+            return 0
         return self._guard(self.annotator.commit) or 0
 
     def clear(self) -> None:
@@ -904,7 +944,11 @@ class Sam2Widget(QWidget):
 
     def undo(self) -> bool:
         """Undo the last change of :attr:`labels_layer` (napari's undo, as Ctrl+Z there)."""
+        # Undoing a propagation keeps its object (its prompts are still there to run again).
+        keep = self.object_id if self.propagation.is_last_undo_step() else None
         done = self.annotator.undo()
+        if keep is not None:
+            self.object_id = keep
         if not done:
             show_info("SAM2: nothing to undo.")
         return done
@@ -916,6 +960,103 @@ class Sam2Widget(QWidget):
     def wait_for_decode(self, timeout: float = 30.0) -> None:
         """Process events until the latest prompt's mask is shown."""
         self._run_loop_until(lambda: not self.annotator.decoding, timeout)
+
+    # ------------------------------------------------------------- console API: propagation
+    def propagate(
+        self, direction: str | None = None, *, axis: int | None = None, wait: bool = False
+    ) -> PropagationRun | None:
+        """Propagate the current object through the stack, in a worker thread.
+
+        Its prompts on every slice go to SAM2's video propagator; each tracked slice is written
+        into :attr:`labels_layer` under :attr:`object_id` as it arrives, as commits are
+        (background or this object's pixels only, unless :attr:`overwrite`), replacing the
+        object's earlier pixels there. The run is one undo step. To correct a slice where the
+        mask drifted, add a point there and propagate again.
+
+        Parameters
+        ----------
+        direction : {"forward", "backward", "both"}, optional
+            From the first prompted slice on; default: the widget's choice.
+        axis : int, optional
+            Data axis to propagate along (default: the first one not displayed).
+        wait : bool
+            Block (keeping the viewer responsive) until the run ends.
+
+        Returns
+        -------
+        PropagationRun or None
+            The run (``frames_written``, ``seconds``, ``cancelled``, ``error``); None when it
+            cannot start (the reason is shown and kept in :attr:`last_error`).
+        """
+        if direction is not None:
+            if direction not in DIRECTIONS:
+                raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+            self.direction_combo.setCurrentText(direction)
+        try:
+            run = self.propagation.start(self.direction_combo.currentText(), axis)
+        except (AnnotatorError, ImageError, PromptError) as exc:
+            self._warn(str(exc))
+            return None
+        self._propagation_bar = _Progress(
+            total=0,
+            desc=f"SAM2: propagating object {run.object_id}",
+            cancel_callback=self.cancel_propagation,
+        )
+        worker = create_worker(run.steps, _start_thread=False)
+        self._workers.add(worker)
+        worker.yielded.connect(lambda step: self._on_propagation_step(run, step))
+        worker.finished.connect(lambda: self._on_propagation_done(run, worker))
+        worker.start()
+        self._refresh_status()
+        if wait:
+            self._run_loop_until(lambda: run.finished, None)
+        return run
+
+    def cancel_propagation(self) -> None:
+        """Stop the propagation after the slice being computed; slices written stay."""
+        run = self.propagation.run
+        if run is None:
+            return
+        run.cancel()
+        self._close_propagation_bar()
+        show_info(f"SAM2: propagation cancelled after {len(run.frames_written)} slices.")
+        self._refresh_status()
+
+    def _on_propagate_button(self) -> None:
+        if self.propagation.running:
+            self.cancel_propagation()
+        else:
+            self.propagate()
+
+    def _on_propagation_step(self, run: PropagationRun, step: Any) -> None:
+        if not self._alive() or run.cancelled:
+            return
+        try:
+            self.propagation.apply(run, step)
+        except Exception as exc:  # e.g. a read-only Labels layer: stop, say why
+            run.error = exc
+            run.cancel()
+        bar = self._propagation_bar
+        if bar is not None and step.total:
+            bar.total = step.total
+            bar.n = step.done
+            bar.update(0)
+        self._refresh_status()
+
+    def _on_propagation_done(self, run: PropagationRun, worker: Any) -> None:
+        self._workers.discard(worker)
+        self.propagation.finish(run)
+        if not self._alive():
+            return
+        self._close_propagation_bar()
+        if run.error is not None:
+            self._fail(_error_message(run.error), run.error)
+        self._refresh_status()
+
+    def _close_propagation_bar(self) -> None:
+        bar, self._propagation_bar = self._propagation_bar, None
+        if bar is not None:
+            bar.close()
 
     def _guard(self, fn: Callable, *args: Any) -> Any:
         try:
@@ -976,8 +1117,18 @@ class Sam2Widget(QWidget):
                 f"Last decode {a.last_decode_seconds * 1e3:.0f} ms "
                 f"(click to mask {a.last_latency_seconds * 1e3:.0f} ms{score})"
             )
+        run = self.propagation.run or self.propagation.last_run
+        if run is not None:
+            lines.append(run.describe())
+        elif p is not None and self.propagation.unavailable_reason:
+            lines.append(self.propagation.unavailable_reason)
         lines.append(f"Cache: {len(self.cache)} slices, {self.cache.nbytes / 2**20:.0f} MiB")
         self.status_label.setText("\n".join(lines))
+        running = self.propagation.running
+        reason = None if running else self.propagation.check()
+        self.propagate_button.setText("Cancel propagation" if running else "Propagate")
+        self.propagate_button.setEnabled(reason is None)
+        self.propagate_button.setToolTip(reason or PROPAGATE_HELP)
 
     @property
     def status(self) -> str:
@@ -1012,6 +1163,8 @@ class Sam2Widget(QWidget):
             job.cancelled = True
             self._close_progress(job)
         self._encode_queued = False
+        self.propagation.cancel()
+        self._close_propagation_bar()
         self._closed = True
         self._unbind_keys()
         self.annotator.close()

@@ -1,0 +1,317 @@
+"""Propagating an object through a stack from the napari side (_propagation.py and the widget).
+
+These tests drive :class:`PropagationController` on a ``ViewerModel`` (no Qt): the stack and its
+axis, which prompts are sent, the writing rule, one-step undo, cancelling and corrections. The
+widget's Propagate button, progress bar and messages are tested in test_widget.py (its GUI tests
+must run after test_runtime.py: once Qt's GL has loaded Mesa under Xvfb, wgpu's adapter
+enumeration aborts the process).
+
+The micro model has random weights, so its masks are noise-like: the tests compare the Labels
+layer with the propagator's own masks (``controller._state.masks(frame)``), not with the blob.
+On this stack every frame's mask is non-empty (checked), which the writing checks rely on.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import deque
+
+import numpy as np
+import pytest
+from napari.components import ViewerModel
+
+from napari_sam2_webgpu._annotator import Annotator, AnnotatorError
+from napari_sam2_webgpu._propagation import (
+    PropagationController,
+    _merge_history,
+    stack_prompts,
+    stack_spec,
+)
+
+OBJECT = 3
+OTHER = 7  # a label that was there before, which propagation must not paint over
+
+
+def moving_blob_stack(num_frames: int = 5, hw: tuple[int, int] = (64, 80), seed: int = 0):
+    """uint8 ``(T, H, W)``: a bright ellipse that moves and changes shape, on noise."""
+    h, w = hw
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    frames = []
+    for t in range(num_frames):
+        img = rng.normal(40, 25, (h, w))
+        cy, cx, ry, rx = 20 + 4 * t, 24 + 6 * t, 10 + 1.5 * t, 14 - 1.5 * t
+        img[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] += 100
+        frames.append(np.clip(img, 0, 255).astype(np.uint8))
+    return np.stack(frames)
+
+
+def blob_centre(t: int) -> tuple[int, int]:
+    return 20 + 4 * t, 24 + 6 * t
+
+
+def expected_labels(before, masks, value, overwrite=False):
+    """What writing ``masks`` (frame -> mask) into ``before`` must give."""
+    out = before.copy()
+    for frame, mask in masks.items():
+        plane = out[frame]
+        plane[plane == value] = 0  # the object's earlier pixels on a re-tracked frame go
+        free = mask if overwrite else mask & (plane == 0)
+        plane[free] = value
+    return out
+
+
+def state_masks(controller, frames, obj=OBJECT):
+    return {f: controller._state.masks(f)[obj] for f in frames}
+
+
+@pytest.fixture
+def stack_setup(micro_predictor):
+    """ViewerModel, 5-slice stack, annotator on the micro model, controller, pre-existing labels."""
+    viewer = ViewerModel()
+    image = viewer.add_image(moving_blob_stack(), name="stack")
+    before = np.zeros(image.data.shape, np.uint16)
+    before[:, :, 45:] = OTHER  # in the way of the blob's right part on the last slices
+    labels = viewer.add_labels(before.copy(), name="manual")
+    annotator = Annotator(viewer)
+    annotator.inline_decode_seconds = 0.0
+    annotator.set_image_layer(image)
+    annotator.set_predictor(micro_predictor)
+    annotator.set_labels_layer(labels)
+    annotator.object_id = OBJECT
+    controller = PropagationController(annotator)
+    controller.set_model(micro_predictor)
+    yield viewer, image, labels, before, annotator, controller
+    annotator.close()
+
+
+def point_on(viewer, image, annotator, frame, row=None, col=None, positive=True):
+    """Step to ``frame`` (encoded if needed) and add a point (default: the blob's centre)."""
+    viewer.dims.set_current_step(0, frame)
+    if not annotator.is_ready:
+        request = annotator.encode_request()
+        embedding = request.compute(annotator.predictor)
+        annotator.finish_encode(request, embedding, annotator.predictor)
+    cy, cx = blob_centre(frame)
+    annotator.add_point(
+        image.data_to_world([frame, cy if row is None else row, cx if col is None else col]),
+        positive=positive,
+    )
+
+
+# -- the stack and its prompts (no model runs) ----------------------------------------------------
+
+
+def test_stack_axis_fixed_steps_and_frames(micro_predictor):
+    viewer = ViewerModel()
+    data = np.arange(2 * 3 * 16 * 20, dtype=np.uint16).reshape(2, 3, 16, 20)
+    image = viewer.add_image(data)
+    annotator = Annotator(viewer)
+    annotator.set_image_layer(image)
+    annotator.set_predictor(micro_predictor)
+    viewer.dims.set_current_step(0, 1)
+    viewer.dims.set_current_step(1, 2)
+
+    spec = stack_spec(annotator)  # 4D: the first not-displayed axis, the other one held
+    assert (spec.axis, spec.fixed, spec.num_frames) == (0, ((1, 2),), 2)
+    assert spec.frame_slice(0).indexer() == (0, 2, slice(None), slice(None))
+    spec = stack_spec(annotator, axis=1)
+    assert (spec.axis, spec.fixed, spec.num_frames) == (1, ((0, 1),), 3)
+    from napari_sam2_webgpu._propagation import _LayerFrames
+
+    frames = _LayerFrames(spec)
+    assert frames.shape == (3, 16, 20)
+    np.testing.assert_array_equal(frames[2], data[1, 2])
+    with pytest.raises(AnnotatorError, match="displayed"):
+        stack_spec(annotator, axis=3)
+
+    viewer.dims.order = (0, 2, 1, 3)  # display (z, x): frames are taken along y
+    spec = stack_spec(annotator, axis=2)
+    assert spec.template.shape == (3, 20) and spec.num_frames == 16
+    np.testing.assert_array_equal(_LayerFrames(spec)[5], data[1, :, 5, :])
+    annotator.close()
+
+    flat = ViewerModel()
+    annotator = Annotator(flat)
+    annotator.set_image_layer(flat.add_image(np.zeros((16, 20), np.uint8), name="flat"))
+    annotator.set_predictor(micro_predictor)
+    with pytest.raises(AnnotatorError, match="single 2D image"):
+        stack_spec(annotator)
+    annotator.close()
+
+
+def test_rgb_stack_frames(micro_predictor):
+    from napari_sam2_webgpu._propagation import _LayerFrames
+
+    viewer = ViewerModel()
+    data = np.random.default_rng(0).integers(0, 255, (3, 16, 20, 3), dtype=np.uint8)
+    image = viewer.add_image(data, rgb=True)
+    annotator = Annotator(viewer)
+    annotator.set_image_layer(image)
+    annotator.set_predictor(micro_predictor)
+    spec = stack_spec(annotator)
+    assert spec.rgb and _LayerFrames(spec).shape == (3, 16, 20, 3)
+    np.testing.assert_array_equal(_LayerFrames(spec)[1], data[1])
+    annotator.close()
+
+
+def test_prompts_of_every_slice(stack_setup):
+    viewer, image, _, _, annotator, controller = stack_setup
+    prompts = annotator.ensure_prompt_layers()
+    with annotator._mute():  # as if clicked on each slice (no decoding here)
+        prompts.add(np.array([[1, 10.0, 12.0], [1, 30.0, 40.0], [3, 5.0, 6.0]]))
+        prompts.features = {"positive": [True, False, True]}
+        annotator.box_layer.add(
+            np.array([[4, 2, 3], [4, 2, 30], [4, 20, 30], [4, 20, 3]], float),
+            shape_type="rectangle",
+        )
+    spec = stack_spec(annotator)
+    found = stack_prompts(annotator, spec)
+    assert sorted(found) == [1, 3, 4]
+    points, labels, box = found[1]
+    np.testing.assert_array_equal(points, [[12, 10], [40, 30]])  # (x, y)
+    assert labels.tolist() == [1, 0] and box is None
+    np.testing.assert_array_equal(found[4][2], [3, 2, 30, 20])
+    assert found[4][0] is None
+
+
+def test_merge_history_makes_one_undo_step():
+    history = deque([["user"]])
+    item = None
+    for frame in range(3):  # three frames arrive in three events: one item each
+        last = history[-1]
+        history.append([("frame", frame)])
+        item = _merge_history(history, last, item)
+    assert list(history) == [["user"], [("frame", 0), ("frame", 1), ("frame", 2)]]
+    history.append(["user paints meanwhile"])
+    last = history[-1]
+    history.append([("frame", 3)])
+    item = _merge_history(history, last, item)
+    assert len(history) == 4 and item == [("frame", 3)]  # a new step after the user's
+
+
+# -- runs with the micro model --------------------------------------------------------------------
+
+
+def test_propagate_both_ways_without_overwriting(stack_setup):
+    viewer, image, labels, before, annotator, controller = stack_setup
+    point_on(viewer, image, annotator, 2)
+    assert annotator.preview_mask is not None  # the click decoded, as usual
+    assert controller.check() is None
+    cached = len(annotator.cache)
+
+    run = controller.propagate("both")
+    assert run.frames_written == [2, 3, 4, 2, 1, 0] and run.total == 6
+    assert not run.cancelled and run.error is None and run.fps > 0
+    masks = state_masks(controller, range(5))
+    assert all(m.any() for m in masks.values())  # the fixture's property the checks rely on
+    np.testing.assert_array_equal(labels.data, expected_labels(before, masks, OBJECT))
+    assert all((labels.data[f] == OBJECT).any() for f in range(5))
+    np.testing.assert_array_equal(labels.data[before == OTHER], OTHER)
+    assert any((masks[f] & (before[f] == OTHER)).any() for f in range(5))  # it was in the way
+    # Each slice was encoded once, into the annotator's cache under a click's key.
+    assert run.frames_encoded == 4 and len(annotator.cache) == cached + 4
+    viewer.dims.set_current_step(0, 4)
+    assert annotator.is_ready  # a click on slice 4 needs no encode
+    assert "Propagated object 3 (both): 6 slices" in run.describe()
+
+    # Propagating again with the same prompts sends none and encodes nothing.
+    again = controller.propagate("forward")
+    assert again.updates == {} and again.clears == [] and again.frames_encoded == 0
+    assert again.frames_written == [2, 3, 4]
+    np.testing.assert_array_equal(labels.data, expected_labels(before, masks, OBJECT))
+
+    # A run is one undo step (the second one changed nothing, so it added none).
+    assert controller.is_propagated()
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, before)
+    assert not controller.is_propagated()  # its labels are gone: "commit" is a commit again
+
+
+def test_correction_replaces_the_drifted_mask(stack_setup):
+    viewer, image, labels, before, annotator, controller = stack_setup
+    point_on(viewer, image, annotator, 1)
+    controller.propagate("forward")
+    assert controller.is_propagated()
+    labels.data[3, :20, :20] = OBJECT  # drift: the object's pixels where they should not be
+
+    point_on(viewer, image, annotator, 3, row=5, col=5, positive=False)  # the correction
+    assert not controller.is_propagated()
+    run = controller.propagate("forward")
+    assert sorted(run.updates) == [3] and run.clears == []
+    assert run.frames_written == [1, 2, 3, 4]
+    fixed = state_masks(controller, [3])[3]
+    assert 3 in controller._state.objects[OBJECT].cond  # a conditioning frame from now on
+    np.testing.assert_array_equal(
+        labels.data[3], np.where(fixed & (before[3] == 0), OBJECT, before[3])
+    )
+
+    # Removing the correction point clears that slice's prompts in the tracking state.
+    prompts = annotator.prompts_layer
+    prompts.selected_data = {len(prompts.data) - 1}
+    prompts.remove_selected()
+    plan = controller.start("forward")
+    assert plan.clears == [3] and plan.updates == {}
+    controller.finish(plan)
+
+
+def test_cancel_keeps_the_frames_written(stack_setup):
+    viewer, image, labels, before, annotator, controller = stack_setup
+    point_on(viewer, image, annotator, 2)
+    run = controller.start("both")
+    for step in run.steps():
+        if controller.apply(run, step):
+            run.cancel()  # after the first frame
+    controller.finish(run)
+    assert run.cancelled and run.frames_written == [2] and run.total == 6
+    assert "Cancelled object 3 (both): 1 slices" in run.describe()
+    mask = state_masks(controller, [2])[2]
+    np.testing.assert_array_equal(labels.data[2], np.where(mask & (before[2] == 0), 3, before[2]))
+    np.testing.assert_array_equal(labels.data[[0, 1, 3, 4]], before[[0, 1, 3, 4]])
+    assert controller.run is None and controller.check() is None  # free for the next run
+    controller.propagate("both")
+    assert all((labels.data[f] == OBJECT).any() for f in range(5))
+
+
+def test_overwrite_option_and_other_objects(stack_setup):
+    viewer, image, labels, before, annotator, controller = stack_setup
+    annotator.overwrite = True
+    point_on(viewer, image, annotator, 2)
+    controller.propagate("forward")
+    masks = state_masks(controller, [2, 3, 4])
+    np.testing.assert_array_equal(
+        labels.data, expected_labels(before, masks, OBJECT, overwrite=True)
+    )
+    assert (labels.data[before == OTHER] == OBJECT).any()
+
+    # Done with it ("commit" after propagating): the next object starts from scratch.
+    assert controller.finish_object() == OTHER + 1
+    assert len(annotator.prompts_layer.data) == 0 and OBJECT not in controller._state.objects
+    point_on(viewer, image, annotator, 4, row=10, col=10)
+    run = controller.propagate("backward")
+    assert controller._state.obj_ids == [OTHER + 1] and len(run.frames_written) == 5
+
+
+def test_unavailable_without_video_components(micro_model_files, tmp_path):
+    from napari_sam2_webgpu.predictor import Sam2Predictor
+
+    _, files = micro_model_files
+    enc = shutil.copy(files.encoder, tmp_path / "m.encoder.onnx")
+    dec = shutil.copy(files.decoder, tmp_path / "m.decoder.onnx")
+    predictor = Sam2Predictor.from_files(enc, dec, backend="cpu")
+    viewer = ViewerModel()
+    image = viewer.add_image(moving_blob_stack(3))
+    annotator = Annotator(viewer)
+    annotator.set_image_layer(image)
+    annotator.set_predictor(predictor)
+    controller = PropagationController(annotator)
+    assert "Load a model" in controller.check()
+    controller.set_model(predictor, "small")
+    assert not controller.available
+    reason = controller.check()
+    assert "napari-sam2-webgpu export --size small --checkpoint sam2.1_hiera_small.pt" in reason
+    with pytest.raises(AnnotatorError, match="video components"):
+        controller.start("both")
+    controller.set_model(predictor)  # custom files: where to put the exported ones
+    assert "--out" in controller.unavailable_reason
+    annotator.close()
