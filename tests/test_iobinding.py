@@ -96,3 +96,43 @@ def test_decoder_moves_to_the_cpu_only_when_faster(micro_model_files, cpu_device
     predictor.set_image(image)
     assert predictor.embedding.on_device is not cpu_wins  # new embeddings follow the decoder
     np.testing.assert_array_equal(predictor.predict(**prompt)[0], ref[0])
+
+
+def test_graph_capture_is_kept_when_replays_are_fresh(micro_model_files, cpu_device_io):
+    """The load-time check passes for this plugin's export (outputs differ per image)."""
+    from napari_sam2_webgpu.predictor import Sam2Predictor
+
+    _, files = micro_model_files
+    predictor = Sam2Predictor.from_files(files.encoder, files.decoder, backend="cpu")
+    plain = predictor.compute_embedding(blob_image(120, 160, seed=4))
+    predictor._bind_encoder(cpu_device_io, graph_capture=True, path=files.encoder)
+    assert predictor._bound_encoder is not None and predictor._bound_encoder.graph_capture
+    got = predictor.compute_embedding(blob_image(120, 160, seed=4)).numpy()
+    np.testing.assert_allclose(got.image_embed, plain.image_embed, rtol=1e-5, atol=1e-5)
+
+
+def test_stale_graph_replays_fall_back_to_normal_runs(
+    micro_model_files, cpu_device_io, monkeypatch, caplog
+):
+    """An encoder whose replays return the first image's outputs loses graph capture."""
+    from napari_sam2_webgpu.predictor import Sam2Predictor
+
+    _, files = micro_model_files
+    predictor = Sam2Predictor.from_files(files.encoder, files.decoder, backend="cpu")
+    real_run = BoundEncoder.run
+
+    def stale_run(self, tensor):
+        if not self.graph_capture:
+            return real_run(self, tensor)
+        if not hasattr(self, "_frozen"):
+            self._frozen = real_run(self, tensor)
+        return {k: self.device.clone(v) for k, v in self._frozen.items()}
+
+    monkeypatch.setattr(BoundEncoder, "run", stale_run)
+    with caplog.at_level("WARNING", logger="napari_sam2_webgpu"):
+        predictor._bind_encoder(cpu_device_io, graph_capture=True, path=files.encoder)
+    assert "stale" in caplog.text
+    assert predictor._bound_encoder is not None and not predictor._bound_encoder.graph_capture
+    a = predictor.compute_embedding(blob_image(120, 160, seed=1)).numpy()
+    b = predictor.compute_embedding(blob_image(120, 160, seed=2)).numpy()
+    assert not np.array_equal(a.image_embed, b.image_embed)

@@ -219,15 +219,16 @@ def _encoder_module(model: Any) -> torch.nn.Module:
             self.sam = sam
 
         def forward(self, image: torch.Tensor):
-            backbone_out = self.sam.forward_image(image)
-            _, vision_feats, _, feat_sizes = self.sam._prepare_backbone_features(backbone_out)
+            # What _prepare_backbone_features + the image predictor compute, kept in NCHW: no
+            # flatten/permute round trip, so every output is written by a compute node (Conv,
+            # Add). An output that ends in a Reshape is copied into a bound output buffer by the
+            # host, outside a captured WebGPU graph, and replays left it stale
+            # (benchmarks/graph_capture_probe.py).
+            levels = self.sam.forward_image(image)["backbone_fpn"][-self.sam.num_feature_levels :]
+            embed = levels[-1]
             if self.sam.directly_add_no_mem_embed:
-                vision_feats[-1] = vision_feats[-1] + self.sam.no_mem_embed
-            feats = [
-                feat.permute(1, 2, 0).reshape(1, -1, h, w)
-                for feat, (h, w) in zip(vision_feats, feat_sizes, strict=True)
-            ]
-            return feats[0], feats[1], feats[2]
+                embed = embed + self.sam.no_mem_embed.reshape(1, -1, 1, 1)
+            return levels[0], levels[1], embed
 
     return Sam2ImageEncoder(model).eval()
 

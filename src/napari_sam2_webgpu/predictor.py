@@ -226,7 +226,7 @@ class Sam2Predictor:
         *,
         name: str | None = None,
         device_resident: bool = True,
-        graph_capture: bool = False,
+        graph_capture: bool = True,
         warmup: bool = True,
         decoder_on: str = "gpu",
     ) -> Sam2Predictor:
@@ -244,10 +244,11 @@ class Sam2Predictor:
         device_resident : bool
             On WebGPU, keep embeddings in GPU memory between encode and decode (IO binding).
         graph_capture : bool
-            On WebGPU, record the encoder once and replay it (needs ``device_resident``); falls
-            back to normal runs if the execution provider refuses. Off by default: with
-            onnxruntime 1.32 and onnxruntime-ep-webgpu 0.4.0 the replayed encoder was 3.5x
-            faster on an H100 but its outputs were wrong (docs/benchmarks.md).
+            On WebGPU, record the encoder once and replay it (needs ``device_resident``): 3.8-5x
+            faster on an H100 (docs/benchmarks.md). It is checked at load with a second image
+            and dropped, with a logged reason, if the execution provider refuses it or a replay
+            returns stale outputs (encoders whose outputs end in a view op, such as
+            samexporter's: see :func:`_check_replay_not_stale`).
         warmup : bool
             On WebGPU, run the models once at load so shader compilation and graph capture do
             not slow the first image and the first click.
@@ -363,7 +364,9 @@ class Sam2Predictor:
         probe = np.zeros((1, 3, MODEL_SIZE, MODEL_SIZE), dtype=np.float32)
         try:
             bound = BoundEncoder(self._encoder, device, shapes, graph_capture=graph_capture)
-            bound.run(probe)
+            first = bound.run(probe)
+            if graph_capture:
+                _check_replay_not_stale(bound, first)
         except Exception as exc:
             if not graph_capture:
                 logger.warning("Embeddings stay on the host (IO binding failed: %s)", exc)
@@ -729,6 +732,23 @@ class Sam2Predictor:
             raise PromptError("mask_input contains NaN or infinite values.")
         mask = np.ascontiguousarray(np.broadcast_to(mask, (n_sets, 1, LOW_RES, LOW_RES)))
         return mask, np.ones(n_sets, dtype=np.float32)
+
+
+def _check_replay_not_stale(bound: BoundEncoder, first: dict[str, Any]) -> None:
+    """Raise if a replayed (graph-captured) encoder returns the first image's outputs again.
+
+    An output that ONNX Runtime copies into its bound buffer from the host (one whose last node
+    is a view, such as a Reshape, in samexporter's encoders) is not part of the captured GPU
+    work: replays leave it unchanged. This plugin's export writes every output from a compute
+    node; other encoders are checked here, with a second, different image.
+    """
+    ramp = np.linspace(-2.0, 2.0, MODEL_SIZE, dtype=np.float32)
+    image = np.broadcast_to(ramp, (1, 3, MODEL_SIZE, MODEL_SIZE)).copy()
+    second = bound.run(image)
+    device = bound.device
+    for name, value in second.items():
+        if np.array_equal(device.download(value), device.download(first[name])):
+            raise RuntimeError(f"replays return stale '{name}' (it is copied outside the graph)")
 
 
 def _check_points(

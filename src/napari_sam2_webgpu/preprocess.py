@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -142,7 +143,8 @@ def _normalise_block(block: np.ndarray, low: float, high: float) -> np.ndarray:
             out /= np.float32(high - low)
     else:
         out[...] = 0.0
-    np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+    if block.dtype.kind == "f":  # integers have no NaN or infinity
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
     np.clip(out, 0.0, 1.0, out=out)
     return out
 
@@ -179,6 +181,20 @@ def resize_weights(in_size: int, out_size: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+@lru_cache(maxsize=16)
+def _sparse_weights(in_size: int, out_size: int) -> Any:
+    """:func:`resize_weights` as a sparse (CSC) matrix, or None when it is the identity.
+
+    Each output pixel reads only a few input pixels (about twice the scale factor), so the
+    sparse products cost a fraction of the dense ones on large images.
+    """
+    if in_size == out_size:
+        return None  # torchvision's antialiased resize to the same size copies
+    from scipy import sparse
+
+    return sparse.csc_matrix(resize_weights(in_size, out_size))
+
+
 def resize_normalised(
     image: np.ndarray,
     low: float,
@@ -203,18 +219,27 @@ def resize_normalised(
     """
     height, width = image.shape[:2]
     planes = image[..., None] if image.ndim == 2 else image
-    w_rows = resize_weights(height, size)
-    w_cols = resize_weights(width, size)
-    out = np.zeros((planes.shape[-1], size, size), dtype=np.float32)
+    w_rows = _sparse_weights(height, size)
+    w_cols = _sparse_weights(width, size)
+    channels = planes.shape[-1]
     # Rows first, in blocks: the float copy of a block is all the extra memory needed.
-    partial = np.zeros((planes.shape[-1], size, width), dtype=np.float32)
+    partial = np.zeros((channels, size, width), dtype=np.float32)
     for start in range(0, height, _ROW_BLOCK):
         block = _normalise_block(planes[start : start + _ROW_BLOCK], low, high)
-        rows = w_rows[:, start : start + block.shape[0]]
-        for c in range(planes.shape[-1]):
-            partial[c] += rows @ block[..., c]
-    for c in range(planes.shape[-1]):
-        out[c] = partial[c] @ w_cols.T
+        stop = start + block.shape[0]
+        if w_rows is None:
+            partial[:, start:stop] = np.moveaxis(block, -1, 0)
+            continue
+        rows = w_rows[:, start:stop]
+        for c in range(channels):
+            partial[c] += rows @ np.ascontiguousarray(block[..., c])
+    if w_cols is None:
+        return partial
+    out = np.empty((channels, size, size), dtype=np.float32)
+    w_cols = w_cols.tocsr()
+    for c in range(channels):
+        # Sparse products read the dense operand row-major: transpose it once, explicitly.
+        out[c] = (w_cols @ np.ascontiguousarray(partial[c].T)).T
     return out
 
 
