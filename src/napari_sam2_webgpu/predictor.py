@@ -696,7 +696,7 @@ class Sam2Predictor:
         points = None if point_coords is None else _check_points(point_coords, point_labels, emb)
         boxes = None if box is None else _check_box(box, emb)
         if points is None and boxes is None:
-            raise PromptError("predict() needs at least one point or a box.")
+            raise PromptError("Prompts need at least one point or a box.")
         if boxes is None:
             coords, labels, batched = points
         elif points is None:

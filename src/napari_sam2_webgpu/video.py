@@ -31,14 +31,7 @@ import numpy as np
 from . import postprocess
 from .embedding_cache import EmbeddingCache, EmbeddingKey
 from .iobinding import DeviceIO, is_device_value, run_decoder_bound
-from .predictor import (
-    LOW_RES,
-    ImageEmbedding,
-    PromptError,
-    Sam2Predictor,
-    _check_box,
-    _check_points,
-)
+from .predictor import LOW_RES, ImageEmbedding, PromptError, Sam2Predictor
 from .preprocess import ImageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -553,21 +546,13 @@ class Sam2Propagator:
 
     @staticmethod
     def _prompt_arrays(state: StackState, points: Any, labels: Any, box: Any) -> tuple:
-        class _Frame:  # what the predictor's validators read
+        class _Frame:  # what the predictor's prompt validation reads
             image_hw = state.frame_hw
 
-        if points is None and labels is not None:
-            raise PromptError("labels were given without points.")
-        checked = None if points is None else _check_points(points, labels, _Frame)
-        boxed = None if box is None else _check_box(box, _Frame)
-        if checked is None and boxed is None:
-            raise PromptError("add_prompts() needs at least one point or a box.")
-        if (checked and checked[2]) or (boxed and boxed[2]):
+        coords, point_labels, batched = Sam2Predictor._prepare_prompts(points, labels, box, _Frame)
+        if batched:
             raise PromptError("add_prompts() takes one object's prompts: points (N, 2), box (4,).")
-        parts = [p for p in (boxed, checked) if p is not None]  # box corners first, as SAM2
-        coords = np.concatenate([p[0] for p in parts], axis=1)
-        point_labels = np.concatenate([p[1] for p in parts], axis=1)
-        return postprocess.to_model_coords(coords, state.frame_hw), point_labels.astype(np.float32)
+        return coords, point_labels.astype(np.float32)
 
     # -- propagation ----------------------------------------------------------------------------
     def propagate(
