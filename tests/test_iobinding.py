@@ -129,7 +129,7 @@ def test_stale_graph_replays_fall_back_to_normal_runs(
         return {k: self.device.clone(v) for k, v in self._frozen.items()}
 
     monkeypatch.setattr(BoundEncoder, "run", stale_run)
-    with caplog.at_level("WARNING", logger="napari_sam2_webgpu"):
+    with caplog.at_level("INFO", logger="napari_sam2_webgpu"):
         predictor._bind_encoder(cpu_device_io, graph_capture=True, path=files.encoder)
     assert "stale" in caplog.text
     assert predictor._bound_encoder is not None and not predictor._bound_encoder.graph_capture

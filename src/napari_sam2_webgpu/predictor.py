@@ -371,7 +371,9 @@ class Sam2Predictor:
             if not graph_capture:
                 logger.warning("Embeddings stay on the host (IO binding failed: %s)", exc)
                 return
-            logger.warning("Encoder graph capture failed (%s); running without it", exc)
+            # Stale replays are expected from encoders exported elsewhere: not worth a warning.
+            log = logger.info if isinstance(exc, StaleReplayError) else logger.warning
+            log("Encoder graph capture dropped (%s); running without it", exc)
             self._encoder, _ = create_session(path, self.backend_info)
             self._bind_encoder(device, graph_capture=False, path=path)
             return
@@ -734,6 +736,10 @@ class Sam2Predictor:
         return mask, np.ones(n_sets, dtype=np.float32)
 
 
+class StaleReplayError(RuntimeError):
+    """A graph-captured encoder replayed the first image's outputs for another image."""
+
+
 def _check_replay_not_stale(bound: BoundEncoder, first: dict[str, Any]) -> None:
     """Raise if a replayed (graph-captured) encoder returns the first image's outputs again.
 
@@ -748,7 +754,9 @@ def _check_replay_not_stale(bound: BoundEncoder, first: dict[str, Any]) -> None:
     device = bound.device
     for name, value in second.items():
         if np.array_equal(device.download(value), device.download(first[name])):
-            raise RuntimeError(f"replays return stale '{name}' (it is copied outside the graph)")
+            raise StaleReplayError(
+                f"replays return stale '{name}' (it is copied outside the captured graph)"
+            )
 
 
 def _check_points(

@@ -242,8 +242,8 @@ class Sam2Propagator:
         0 turns it off).
     correction_as_conditioning : bool
         A prompt added on an already tracked frame makes it a conditioning frame, so the
-        correction holds when propagating again (what SAM2's demo does). ``False`` follows the
-        library default, where later propagation re-tracks that frame.
+        correction holds when propagating again (SAM2's ``add_all_frames_to_correct_as_cond``).
+        ``False`` follows the library default, where a later propagation re-tracks that frame.
     """
 
     def __init__(
@@ -414,7 +414,11 @@ class Sam2Propagator:
         if shape is None:
             frames = np.asarray(frames)
             shape = frames.shape
-        if len(shape) not in (3, 4) or (len(shape) == 4 and rgb is False):
+        if (
+            len(shape) not in (3, 4)
+            or (len(shape) == 4 and rgb is False)
+            or (len(shape) == 3 and rgb)
+        ):
             raise ImageError(
                 f"Propagation needs a stack (frames, height, width[, channels]); got shape "
                 f"{tuple(shape)}. Use Sam2Predictor for a single image."
