@@ -194,7 +194,8 @@ def test_export_install_puts_the_video_model_where_propagation_finds_it(
     assert all(p.parent == tmp_path / "cache" / "exported" for p in paths.files)
     from napari_sam2_webgpu.video import Sam2Propagator
 
-    video = Sam2Propagator.from_files(*paths.files, "cpu")
+    video = Sam2Propagator.from_pretrained("micro", "cpu")
+    assert video.predictor.encoder_path == paths.encoder
     assert video.config.num_maskmem == 7 and video.config.max_obj_ptrs_in_encoder == 16
 
 
