@@ -313,3 +313,20 @@ def test_fp16_keeps_resize_in_float32(fp16_files):
         assert feeder.op_type == "Cast", node.name
         to = next(a.i for a in feeder.attribute if a.name == "to")
         assert to == onnx.TensorProto.FLOAT, node.name
+
+
+def test_memory_attention_stores_each_constant_once(micro_model_files):
+    """The rotary tables are shared initializers, not a constant copied at every use."""
+    _, files = micro_model_files
+    graph = onnx.load(str(files.memory_attention)).graph
+    big = [i.dims for i in graph.initializer if np.prod(i.dims) >= 4096 * 128]
+    big += [
+        a.t.dims
+        for n in graph.node
+        if n.op_type == "Constant"
+        for a in n.attribute
+        if np.prod(a.t.dims) >= 4096 * 128
+    ]
+    tables = [d for d in big if list(d) == [4096, 128]]
+    assert len(tables) == 2, f"rotary cos/sin tables stored {len(tables)} times"
+    assert files.memory_attention.stat().st_size < 20 * 2**20

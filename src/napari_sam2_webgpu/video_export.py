@@ -81,14 +81,11 @@ class _FusedAttention(torch.autograd.Function):
 class _RopeAttention(nn.Module):
     """``RoPEAttention`` with real-valued rotation; keys past ``rope_tokens`` are not rotated."""
 
-    def __init__(
-        self, attn: Any, cos: torch.Tensor, sin: torch.Tensor, fused: bool = False
-    ) -> None:
+    def __init__(self, attn: Any, table: str, fused: bool = False) -> None:
         super().__init__()
         self.attn = attn
+        self.table = table  # name of its cos/sin buffers in MemoryAttentionExport
         self.fused = fused and attn.num_heads == 1
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         # (1, n, c) -> (1, heads, n, c / heads) with explicit sizes (no -1: n may be 0).
@@ -98,11 +95,16 @@ class _RopeAttention(nn.Module):
         return x.reshape(1, x.shape[1], heads, x.shape[2] // heads).transpose(1, 2)
 
     def forward(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_plain: tuple | None
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        k_plain: tuple | None,
+        rope: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
         a = self.attn
-        q = _rotate(self._heads(a.q_proj(q)), self.cos, self.sin)
-        keys = _rotate(self._heads(a.k_proj(k)), self.cos, self.sin)
+        q = _rotate(self._heads(a.q_proj(q)), *rope)
+        keys = _rotate(self._heads(a.k_proj(k)), *rope)
         values = self._heads(a.v_proj(v))
         if k_plain is not None:  # object-pointer tokens: no rotary encoding
             keys = torch.cat([keys, self._heads(a.k_proj(k_plain[0]))], dim=2)
@@ -137,11 +139,11 @@ class MemoryAttentionExport(nn.Module):
         self.tpos_dim = self.hidden_dim if sam.proj_tpos_enc_in_obj_ptrs else self.mem_dim
         self.obj_ptr_tpos_proj = sam.obj_ptr_tpos_proj
         _, _, height, width = feat_pos.shape
-        # (HW, C) tokens, as the official code flattens them.
-        self.register_buffer("feat_pos", feat_pos.flatten(2)[0].T.contiguous(), persistent=False)
-        self.register_buffer(
-            "maskmem_pos", maskmem_pos.flatten(2)[0].T.contiguous(), persistent=False
-        )
+        # (HW, C) tokens, as the official code flattens them. Persistent buffers become one
+        # initializer each; non-persistent ones were inlined as a constant at every use (the
+        # rotary tables 16 times per layer, tens of MB).
+        self.register_buffer("feat_pos", feat_pos.flatten(2)[0].T.contiguous())
+        self.register_buffer("maskmem_pos", maskmem_pos.flatten(2)[0].T.contiguous())
         self.self_attn, self.cross_attn = nn.ModuleList(), nn.ModuleList()
         for layer in self.layers:
             for name, target in (
@@ -156,8 +158,16 @@ class MemoryAttentionExport(nn.Module):
                     )
                 head_dim = attn.internal_dim // attn.num_heads
                 theta = attn.compute_cis.keywords.get("theta", 10000.0)
-                cos, sin = _rope_tables(head_dim, height, width, theta)
-                target.append(_RopeAttention(attn, cos, sin, fused_attention))
+                # One table per (head size, theta), shared by every layer that uses it.
+                table = f"rope_{head_dim}_{int(theta)}"
+                if not hasattr(self, table + "_cos"):
+                    cos, sin = _rope_tables(head_dim, height, width, theta)
+                    self.register_buffer(table + "_cos", cos)
+                    self.register_buffer(table + "_sin", sin)
+                target.append(_RopeAttention(attn, table, fused_attention))
+
+    def _rope(self, attention: _RopeAttention) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, attention.table + "_cos"), getattr(self, attention.table + "_sin")
 
     def _pointer_pos(self, offsets: torch.Tensor) -> torch.Tensor:
         if not self.add_tpos:
@@ -204,12 +214,12 @@ class MemoryAttentionExport(nn.Module):
         ):
             normed = layer.norm1(output)
             q = normed + query_pos if layer.pos_enc_at_attn else normed
-            output = output + self_attn(q, q, normed, None)
+            output = output + self_attn(q, q, normed, None, self._rope(self_attn))
             normed = layer.norm2(output)
             q = normed + query_pos if layer.pos_enc_at_cross_attn_queries else normed
             keys = mem + mem_pos if layer.pos_enc_at_cross_attn_keys else mem
             ptr_keys = ptr + ptr_pos if layer.pos_enc_at_cross_attn_keys else ptr
-            output = output + cross_attn(q, keys, mem, (ptr_keys, ptr))
+            output = output + cross_attn(q, keys, mem, (ptr_keys, ptr), self._rope(cross_attn))
             normed = layer.norm3(output)
             output = output + layer.linear2(layer.activation(layer.linear1(normed)))
         output = self.norm(output)
