@@ -128,6 +128,15 @@ class SliceInfo:
         out[self.cols_axis] = cols
         return tuple(out)
 
+    def fancy_index(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Indices into the layer's data of the slice pixels ``(rows[i], cols[i])``."""
+        out: list[np.ndarray] = [np.empty(0, dtype=np.intp)] * self.ndim
+        for axis, index in self.indices:
+            out[axis] = np.full(len(rows), index, dtype=np.intp)
+        out[self.rows_axis] = np.asarray(rows)
+        out[self.cols_axis] = np.asarray(cols)
+        return tuple(out)
+
     def contains(self, coords: np.ndarray) -> np.ndarray:
         """Which of ``(N, ndim)`` data coordinates lie on this slice (not-displayed axes)."""
         coords = np.asarray(coords, dtype=float).reshape(-1, self.ndim)
@@ -169,6 +178,16 @@ class SliceInfo:
         if not self.indices:
             return "2D"
         return ", ".join(f"axis {a} = {i}" for a, i in self.indices)
+
+
+def check_label_value(labels: Labels, value: int) -> None:
+    """Raise :class:`AnnotatorError` if ``value`` does not fit the Labels layer's dtype."""
+    dtype = np.dtype(labels.data.dtype)
+    if np.issubdtype(dtype, np.integer) and value > np.iinfo(dtype).max:
+        raise AnnotatorError(
+            f"Object id {value} does not fit the Labels layer's {dtype} data: "
+            "use a Labels layer with a larger integer type."
+        )
 
 
 def _layer_shape(layer: Image) -> tuple[int, ...]:
@@ -1143,12 +1162,7 @@ class Annotator:
         sl = self._preview_slice
         labels = self.ensure_labels_layer()
         value = self._object_id
-        dtype = np.dtype(labels.data.dtype)
-        if np.issubdtype(dtype, np.integer) and value > np.iinfo(dtype).max:
-            raise AnnotatorError(
-                f"Object id {value} does not fit the Labels layer's {dtype} data: "
-                "use a Labels layer with a larger integer type."
-            )
+        check_label_value(labels, value)
         painted = self._paint(labels, sl, mask, value)
         self.last_painted = painted
         if painted == 0:
@@ -1172,15 +1186,7 @@ class Annotator:
         rr, cc = np.nonzero(target)
         if rr.size == 0:
             return 0
-        indices: list[np.ndarray] = []
-        for axis in range(sl.ndim):
-            if axis == sl.rows_axis:
-                indices.append(rr + r0)
-            elif axis == sl.cols_axis:
-                indices.append(cc + c0)
-            else:
-                indices.append(np.full(rr.size, dict(sl.indices)[axis], dtype=np.intp))
-        labels.data_setitem(tuple(indices), value)
+        labels.data_setitem(sl.fancy_index(rr + r0, cc + c0), value)
         return int(rr.size)
 
     def clear(self) -> None:

@@ -42,6 +42,7 @@ from ._annotator import (
     _base_data,
     _layer_id,
     _model_key,
+    check_label_value,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -628,7 +629,7 @@ class PropagationController:
         spec = stack_spec(annotator, axis)
         labels = annotator.ensure_labels_layer()
         obj_id = annotator.object_id
-        _check_label_value(labels, obj_id)
+        check_label_value(labels, obj_id)
         wanted = stack_prompts(annotator, spec)
         synced = self._synced.get(obj_id, {}) if spec.key == self._state_key else {}
         run = PropagationRun(
@@ -729,33 +730,9 @@ class PropagationController:
         with block():
             for where, new in ((erase, 0), (paint, value)):
                 if where.any():
-                    labels.data_setitem(_nd_indices(sl, where), new)
+                    labels.data_setitem(sl.fancy_index(*np.nonzero(where)), new)
         if history is not None:
             run._history_item = _merge_history(history, last, run._history_item)
-
-
-def _check_label_value(labels: Labels, value: int) -> None:
-    dtype = np.dtype(labels.data.dtype)
-    if np.issubdtype(dtype, np.integer) and value > np.iinfo(dtype).max:
-        raise AnnotatorError(
-            f"Object id {value} does not fit the Labels layer's {dtype} data: "
-            "use a Labels layer with a larger integer type."
-        )
-
-
-def _nd_indices(sl: SliceInfo, where: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Fancy indices into the layer's data of the true pixels of a ``(H, W)`` slice mask."""
-    rows, cols = np.nonzero(where)
-    fixed = dict(sl.indices)
-    out = []
-    for axis in range(sl.ndim):
-        if axis == sl.rows_axis:
-            out.append(rows)
-        elif axis == sl.cols_axis:
-            out.append(cols)
-        else:
-            out.append(np.full(rows.size, fixed[axis], dtype=np.intp))
-    return tuple(out)
 
 
 def _merge_history(history: Any, last: Any, run_item: list | None) -> list | None:

@@ -160,16 +160,35 @@ class BoundEncoder:
         return outputs
 
 
-def run_decoder_bound(
-    session: Any, device_inputs: dict[str, Any], host_inputs: dict[str, np.ndarray]
-) -> list[np.ndarray]:
-    """Run a decoder reading device-resident embeddings; outputs come back to the host."""
+def run_bound(
+    session: Any, feeds: dict[str, Any], device_outputs: dict[str, Any] | None = None
+) -> list[Any]:
+    """Run a session whose inputs may be device-resident ``OrtValue``s or numpy arrays.
+
+    Device inputs are read where they are (IO binding); numpy inputs are copied in. Outputs named
+    in ``device_outputs`` are written into those device tensors and returned as they are; every
+    other output comes back as a numpy array. Without device values either way, this is a plain
+    ``session.run``.
+    """
+    device_outputs = device_outputs or {}
+    if not device_outputs and not any(is_device_value(v) for v in feeds.values()):
+        return session.run(None, feeds)
     binding = session.io_binding()
-    for name, value in device_inputs.items():
-        binding.bind_ortvalue_input(name, value)
-    for name, value in host_inputs.items():
-        binding.bind_cpu_input(name, np.ascontiguousarray(value))
-    for output in session.get_outputs():
-        binding.bind_output(output.name, "cpu")
+    for name, value in feeds.items():
+        if is_device_value(value):
+            binding.bind_ortvalue_input(name, value)
+        else:
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+    names = [output.name for output in session.get_outputs()]
+    for name in names:
+        if name in device_outputs:
+            binding.bind_ortvalue_output(name, device_outputs[name])
+        else:
+            binding.bind_output(name, "cpu")
     session.run_with_iobinding(binding)
-    return binding.copy_outputs_to_cpu()
+    binding.synchronize_outputs()
+    values = binding.get_outputs()
+    return [
+        device_outputs[name] if name in device_outputs else value.numpy()
+        for name, value in zip(names, values, strict=True)
+    ]

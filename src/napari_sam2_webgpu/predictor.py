@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import postprocess
-from .iobinding import BoundEncoder, DeviceIO, is_device_value, run_decoder_bound, static_shape
+from .iobinding import BoundEncoder, DeviceIO, is_device_value, run_bound, static_shape
 from .preprocess import MODEL_SIZE, ImageError, prepare_image
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -642,11 +642,7 @@ class Sam2Predictor:
         return logits, scores, batched
 
     def _run_decoder(self, feeds: dict[str, Any]) -> list[np.ndarray]:
-        device = {k: v for k, v in feeds.items() if is_device_value(v)}
-        if not device:
-            return self._decoder.run(None, feeds)
-        host = {k: v for k, v in feeds.items() if k not in device}
-        return run_decoder_bound(self._decoder, device, host)
+        return run_bound(self._decoder, feeds)
 
     def _decoder_feeds(
         self,

@@ -149,7 +149,6 @@ def _normalise_block(block: np.ndarray, low: float, high: float) -> np.ndarray:
     return out
 
 
-@lru_cache(maxsize=16)
 def resize_weights(in_size: int, out_size: int) -> np.ndarray:
     """Weights of torchvision's antialiased bilinear resize along one axis.
 
@@ -186,7 +185,8 @@ def _sparse_weights(in_size: int, out_size: int) -> Any:
     """:func:`resize_weights` as a sparse (CSC) matrix, or None when it is the identity.
 
     Each output pixel reads only a few input pixels (about twice the scale factor), so the
-    sparse products cost a fraction of the dense ones on large images.
+    sparse products cost a fraction of the dense ones on large images. Only this sparse form is
+    cached: the dense matrix of a 20,000-pixel axis alone is 80 MB.
     """
     if in_size == out_size:
         return None  # torchvision's antialiased resize to the same size copies

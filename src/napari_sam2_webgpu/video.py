@@ -17,6 +17,7 @@ Coordinates are ``(x, y)`` pixels of a frame, as for :class:`~.predictor.Sam2Pre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ import numpy as np
 
 from . import postprocess
 from .embedding_cache import EmbeddingCache, EmbeddingKey
-from .iobinding import DeviceIO, is_device_value, run_decoder_bound
+from .iobinding import is_device_value, run_bound
 from .predictor import LOW_RES, ImageEmbedding, PromptError, Sam2Predictor
 from .preprocess import ImageError
 
@@ -171,7 +172,6 @@ class StackState:
         self,
         frames: Any,
         *,
-        rgb: bool | None,
         contrast_limits: Sequence[float] | None,
         embed: Callable[[np.ndarray], ImageEmbedding],
         embedding_provider: Callable[[int], ImageEmbedding] | None,
@@ -179,7 +179,6 @@ class StackState:
         model_name: str,
     ) -> None:
         self.frames = frames
-        self.rgb = rgb
         self.contrast_limits = None if contrast_limits is None else tuple(contrast_limits)
         self.num_frames = int(frames.shape[0])
         self.frame_hw = (int(frames.shape[1]), int(frames.shape[2]))
@@ -361,13 +360,21 @@ class Sam2Propagator:
         """Zero :attr:`stage_seconds`."""
         self.stage_seconds = {}
 
-    def _timed(self, stage: str, session: Any, feeds: dict[str, Any]) -> list[np.ndarray]:
+    @contextlib.contextmanager
+    def _timing(self, stage: str) -> Iterator[None]:
+        """Add the wall time of the block to :attr:`stage_seconds`."""
         start = time.perf_counter()
         try:
-            return _run(session, feeds)
+            yield
         finally:
             elapsed = time.perf_counter() - start
             self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + elapsed
+
+    def _timed(
+        self, stage: str, session: Any, feeds: dict[str, Any], device_outputs: Any = None
+    ) -> list[Any]:
+        with self._timing(stage):
+            return run_bound(session, feeds, device_outputs)
 
     @property
     def backend(self) -> str:
@@ -440,7 +447,6 @@ class Sam2Propagator:
         cache = EmbeddingCache(max_bytes=max_cache_bytes)
         return StackState(
             frames,
-            rgb=rgb,
             contrast_limits=contrast_limits,
             embed=embed,
             embedding_provider=embedding_provider,
@@ -652,7 +658,6 @@ class Sam2Propagator:
         ``progress(done, total)`` is called after each frame; when ``cancel()`` returns true the
         run stops with :class:`PropagationCancelled` (frames done so far stay in ``state``).
         """
-        self._commit_prompts(state)
         passes = [False, True] if direction == "both" else [direction == "backward"]
         total = sum(
             len(self.frame_order(state, r, options.get("start_frame"), options.get("max_frames")))
@@ -709,11 +714,8 @@ class Sam2Propagator:
         encode_memory: bool,
     ) -> _FrameOutput:
         """SAM2's ``track_step`` for one object on one frame."""
-        start = time.perf_counter()
-        emb = state.embedding(frame)
-        self.stage_seconds["encode"] = self.stage_seconds.get("encode", 0.0) + (
-            time.perf_counter() - start
-        )
+        with self._timing("encode"):
+            emb = state.embedding(frame)
         if is_init:
             features = emb.image_embed  # no_mem_embed is already added by the encoder
         else:
@@ -841,31 +843,12 @@ class Sam2Propagator:
         bound = self.predictor._bound_encoder
         if bound is not None and is_device_value(emb.image_embed):
             # On the GPU the result stays there for the decoder (4 MiB less each way per frame).
-            return self._timed_on_device("memory_attention", self._attention, feeds, bound.device)
-        (conditioned,) = self._timed("memory_attention", self._attention, feeds)
+            name = self._attention.get_outputs()[0].name
+            output = {name: bound.device.empty(emb.image_embed.shape())}
+            (conditioned,) = self._timed("memory_attention", self._attention, feeds, output)
+        else:
+            (conditioned,) = self._timed("memory_attention", self._attention, feeds)
         return conditioned
-
-    def _timed_on_device(
-        self, stage: str, session: Any, feeds: dict[str, Any], device: DeviceIO
-    ) -> Any:
-        """Run a one-output session, leaving its output in device memory."""
-        start = time.perf_counter()
-        try:
-            binding = session.io_binding()
-            for name, value in feeds.items():
-                if is_device_value(value):
-                    binding.bind_ortvalue_input(name, value)
-                else:
-                    binding.bind_cpu_input(name, np.ascontiguousarray(value))
-            (output,) = session.get_outputs()
-            value = device.empty(feeds["image_embed"].shape())
-            binding.bind_ortvalue_output(output.name, value)
-            session.run_with_iobinding(binding)
-            binding.synchronize_outputs()
-            return value
-        finally:
-            elapsed = time.perf_counter() - start
-            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + elapsed
 
 
 def _closest_cond_frames(
@@ -885,12 +868,3 @@ def _closest_cond_frames(
     for t in rest[: max_num - len(selected)]:
         selected[t] = cond[t]
     return selected, {t: v for t, v in cond.items() if t not in selected}
-
-
-def _run(session: Any, feeds: dict[str, Any]) -> list[np.ndarray]:
-    """Run a session whose inputs may be device-resident (WebGPU embeddings) or numpy."""
-    device = {k: v for k, v in feeds.items() if is_device_value(v)}
-    if not device:
-        return session.run(None, feeds)
-    host = {k: v for k, v in feeds.items() if k not in device}
-    return run_decoder_bound(session, device, host)
