@@ -280,3 +280,228 @@ def test_propagate_without_video_files_says_how_to_get_them(micro_model_files, t
     code = main([*args, "--model", "micro", "--out", str(tmp_path / "x.npy")])
     assert code == 1
     assert "export --size micro --checkpoint" in capsys.readouterr().err
+
+
+# -- never lose data, never a traceback (issue 15) ------------------------------------------------
+OFFLINE_TINY = ["--model", "tiny"]  # the cache is empty and offline: loading it would fail
+
+
+def _image_file(tmp_path, name="cells.npy"):
+    src = tmp_path / name
+    np.save(src, blob_image(H, W, seed=3))
+    return src
+
+
+def _run(capsys, args):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def test_segment_never_writes_over_its_input(tmp_path, capsys):
+    import skimage.io
+
+    src = tmp_path / "cells.png"
+    skimage.io.imsave(src, blob_image(H, W, seed=2), check_contrast=False)
+    before = src.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        code, err = _run(
+            capsys,
+            ["segment", str(src), *OFFLINE_TINY, "--point", "5,5", "--out", str(src)] + extra,
+        )
+        assert code == 1
+        assert "over the input file" in err and "Traceback" not in err
+    assert src.read_bytes() == before
+
+
+def test_segment_refuses_an_existing_output_unless_overwrite(model_args, tmp_path, capsys):
+    src, out = _image_file(tmp_path), tmp_path / "labels.tif"
+    out.write_bytes(b"precious")
+    args = ["segment", str(src), *model_args, "--point", "40,30", "--out", str(out)]
+    code, err = _run(capsys, args)
+    assert code == 1 and "already exists" in err and "--overwrite" in err
+    assert out.read_bytes() == b"precious"
+    code, err = _run(capsys, [*args, "--overwrite"])
+    assert code == 0, err
+    import tifffile
+
+    assert set(np.unique(tifffile.imread(out)).tolist()) <= {0, 1}
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".jpeg", ".webp", ".txt", ""])
+def test_lossy_or_unknown_output_formats_are_refused_before_loading(suffix, tmp_path, capsys):
+    src = _image_file(tmp_path)
+    out = tmp_path / f"labels{suffix}"
+    code, err = _run(
+        capsys, ["segment", str(src), *OFFLINE_TINY, "--point", "5,5", "--out", str(out)]
+    )
+    assert code == 1
+    assert "lossless" in err and ".tif" in err and ".png" in err and ".npy" in err
+    assert "offline" not in err  # refused before any model was looked for
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("label", ["0", "-1", "4294967296", "1.5"])
+def test_labels_that_cannot_be_stored_are_refused(label, tmp_path, capsys):
+    src = _image_file(tmp_path)
+    for command in ("segment", "propagate"):
+        args = [command, str(src), "--point", "5,5", "--out", str(tmp_path / "o.tif")]
+        if command == "propagate":
+            args += ["--frame", "0"]
+        with pytest.raises(SystemExit) as exc:
+            main([*args, f"--label={label}"])
+        assert exc.value.code == 2
+        assert "--label" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "label,suffix,dtype",
+    [(255, ".png", np.uint8), (256, ".png", np.uint16), (70000, ".tif", np.uint32)],
+)
+def test_the_output_dtype_holds_the_label(label, suffix, dtype, model_args, tmp_path, capsys):
+    src, out = _image_file(tmp_path), tmp_path / f"labels{suffix}"
+    args = ["segment", str(src), *model_args, *POINTS, *BOX, "--label", str(label)]
+    code, err = _run(capsys, [*args, "--out", str(out)])
+    assert code == 0, err
+    from napari_sam2_webgpu.imagefiles import read_image
+
+    labels = read_image(out)
+    assert labels.dtype == dtype
+    assert set(np.unique(labels).tolist()) == {0, label}  # never wrapped
+
+
+def test_png_cannot_hold_a_32_bit_label(tmp_path, capsys):
+    src = _image_file(tmp_path)
+    code, err = _run(
+        capsys,
+        [
+            "segment",
+            str(src),
+            *OFFLINE_TINY,
+            "--point",
+            "5,5",
+            "--label",
+            "70000",
+            "--out",
+            str(tmp_path / "o.png"),
+        ],
+    )
+    assert code == 1 and ".png holds labels up to 65535" in err
+
+
+def test_propagate_label_and_stack_format(micro_model_files, tmp_path, capsys):
+    stack = tmp_path / "stack.npy"
+    np.save(stack, np.zeros((3, 40, 40), np.uint8))
+    base = ["propagate", str(stack), "--frame", "0", "--point", "5,5", "--model", "micro"]
+    code, err = _run(capsys, [*base, "--out", str(tmp_path / "labels.png")])
+    assert code == 1 and "label stacks" in err and ".png" not in err.split("one of")[1]
+    code, err = _run(capsys, [*base, "--frame", "3", "--out", str(tmp_path / "labels.tif")])
+    assert code == 1 and "--frame 3 is outside the stack" in err
+
+
+def test_several_boxes_are_refused(tmp_path, capsys):
+    src = _image_file(tmp_path)
+    args = ["segment", str(src), *OFFLINE_TINY, "--box", "1,1,10,10", "--box", "20,20,30,30"]
+    code, err = _run(capsys, [*args, "--out", str(tmp_path / "o.tif")])
+    assert code == 1
+    assert "--box was given 2 times" in err and "offline" not in err
+
+
+@pytest.mark.parametrize("contrast", ["200,10", "10,10", "nan,10", "0,inf"])
+def test_empty_or_reversed_contrast_is_refused(contrast, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["segment", "x.png", "--point", "1,1", "--contrast", contrast, "--out", "o.tif"])
+    assert exc.value.code == 2
+    assert "LOW < HIGH" in capsys.readouterr().err
+
+
+def test_unreadable_image_is_one_line_naming_the_file(tmp_path, capsys):
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is not a picture")
+    code, err = _run(
+        capsys,
+        ["segment", str(fake), *OFFLINE_TINY, "--point", "5,5", "--out", str(tmp_path / "o.tif")],
+    )
+    assert code == 1
+    assert err.startswith(f"error: Cannot read {fake} as an image")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_output_that_is_a_folder(tmp_path, capsys):
+    src = _image_file(tmp_path)
+    folder = tmp_path / "out.tif"
+    folder.mkdir()
+    code, err = _run(
+        capsys, ["segment", str(src), *OFFLINE_TINY, "--point", "5,5", "--out", str(folder)]
+    )
+    assert code == 1 and "is a folder" in err and "Traceback" not in err
+
+
+def test_output_folder_not_writable_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    import napari_sam2_webgpu.imagefiles as imagefiles
+
+    src = _image_file(tmp_path)
+    monkeypatch.setattr(imagefiles.os, "access", lambda path, mode: False)  # we run as root
+    code, err = _run(
+        capsys,
+        ["segment", str(src), *OFFLINE_TINY, "--point", "5,5", "--out", str(tmp_path / "o.tif")],
+    )
+    assert code == 1 and "not writable" in err and "offline" not in err
+
+
+def test_write_failure_is_one_line_and_leaves_nothing(model_args, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import napari_sam2_webgpu.imagefiles as imagefiles
+
+    def read_only(src, dst):
+        raise OSError(errno.EROFS, "Read-only file system", str(dst))
+
+    monkeypatch.setattr(imagefiles.os, "replace", read_only)
+    src, out = _image_file(tmp_path), tmp_path / "labels.tif"
+    code, err = _run(capsys, ["segment", str(src), *model_args, *POINTS, "--out", str(out)])
+    assert code == 1
+    assert err.strip().splitlines()[-1] == f"error: Cannot write {out}: Read-only file system"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.npy"]
+
+
+@pytest.mark.parametrize(
+    "prompt,message",
+    [
+        (["--point", f"{W + 10},5"], "outside the image"),
+        (["--box", f"{W + 5},1,{W + 9},9"], "outside the image"),
+        ([], "at least one --point"),
+    ],
+)
+def test_prompts_are_checked_before_loading(prompt, message, tmp_path, capsys):
+    src = _image_file(tmp_path)
+    code, err = _run(
+        capsys, ["segment", str(src), *OFFLINE_TINY, *prompt, "--out", str(tmp_path / "o.tif")]
+    )
+    assert code == 1 and message in err and "offline" not in err
+
+
+def test_bad_image_shape_is_checked_before_loading(tmp_path, capsys):
+    src = tmp_path / "stack.npy"
+    np.save(src, np.zeros((5, 40, 40), np.uint8))
+    code, err = _run(
+        capsys,
+        ["segment", str(src), *OFFLINE_TINY, "--point", "5,5", "--out", str(tmp_path / "o.tif")],
+    )
+    assert code == 1 and "stack" in err and "offline" not in err
+
+
+def test_negative_coordinates_need_no_equals_sign(tmp_path, capsys):
+    from napari_sam2_webgpu.cli import _attach_negative_values, build_parser
+
+    argv = ["segment", "x.png", "--point", "-5,100", "--box", "-1,-2,30,40", "--out", "o.tif"]
+    args = build_parser().parse_args(_attach_negative_values(argv))
+    assert args.point == [[-5.0, 100.0, 1.0]]
+    assert args.box == [[-1.0, -2.0, 30.0, 40.0]]
+    src = _image_file(tmp_path)
+    code, err = _run(
+        capsys,
+        ["segment", str(src), *OFFLINE_TINY, "--point", "-5,10", "--out", str(tmp_path / "o.tif")],
+    )
+    assert code == 1 and "Point (x=-5, y=10) is outside the image" in err

@@ -152,3 +152,11 @@ def test_intensity_range_ignores_nans():
 def test_flat_image_prepares_without_error():
     tensor = prepare_image(np.full((16, 16), 7, np.uint16))
     assert np.all(np.isfinite(tensor))
+
+
+@pytest.mark.parametrize("limits", [(200, 10), (10, 10)])
+def test_reversed_or_empty_contrast_limits_are_refused(limits):
+    from napari_sam2_webgpu.preprocess import ImageError, intensity_range
+
+    with pytest.raises(ImageError, match="low < high"):
+        intensity_range(np.zeros((20, 20), np.uint16), limits)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -12,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .imagefiles import MAX_LABEL
+
 BACKEND_CHOICES = ("auto", "webgpu", "cpu")
+_LABEL_HELP = f"value written for the object, 1 to {MAX_LABEL}; the output dtype follows it"
+
+
+class CommandError(ValueError):
+    """A command-line usage problem found before any work; printed as one ``error:`` line."""
 
 
 def _floats(text: str, count: Sequence[int], what: str) -> list[float]:
@@ -41,8 +49,46 @@ def _box(text: str) -> list[float]:
     return _floats(text, (4,), "--box X0,Y0,X1,Y1")
 
 
-def _pair(text: str) -> list[float]:
-    return _floats(text, (2,), "--contrast LOW,HIGH")
+def _contrast(text: str) -> list[float]:
+    low, high = _floats(text, (2,), "--contrast LOW,HIGH")
+    if not (np.isfinite(low) and np.isfinite(high)) or high <= low:
+        raise argparse.ArgumentTypeError(
+            f"--contrast LOW,HIGH needs finite numbers with LOW < HIGH, got {text!r}"
+        )
+    return [low, high]
+
+
+def _label(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--label needs a whole number, got {text!r}") from None
+    if not 1 <= value <= MAX_LABEL:
+        raise argparse.ArgumentTypeError(
+            f"--label must be 1 to {MAX_LABEL} (0 is background), got {value}"
+        )
+    return value
+
+
+#: Options whose value may start with a minus sign (a negative coordinate).
+_NUMERIC_OPTIONS = ("--point", "--box", "--contrast")
+_NEGATIVE_NUMBER = re.compile(r"^-\.?\d")
+
+
+def _attach_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--point -5,100`` -> ``--point=-5,100``: argparse takes ``-5,100`` for an option."""
+    out: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if item in _NUMERIC_OPTIONS and i + 1 < len(items) and _NEGATIVE_NUMBER.match(items[i + 1]):
+            out.append(f"{item}={items[i + 1]}")
+            i += 2
+            continue
+        out.append(item)
+        i += 1
+    return out
 
 
 class _ProgressPrinter:
@@ -98,65 +144,79 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_image(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"Image not found: {path}")
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-
-        return tifffile.imread(path)
-    if path.suffix.lower() == ".npy":
-        return np.load(path)
-    import skimage.io
-
-    return skimage.io.imread(path)
+def _one_box(args: argparse.Namespace) -> list[float] | None:
+    if not args.box:
+        return None
+    if len(args.box) > 1:
+        raise CommandError(
+            f"--box was given {len(args.box)} times: {args.command} segments one object per run "
+            "(one box, any number of --point); run it once per object with its own --label."
+        )
+    return args.box[0]
 
 
-def _write_labels(path: Path, labels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
+def _prompt_arrays(args: argparse.Namespace) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if not args.point:
+        return None, None
+    return np.array([p[:2] for p in args.point]), np.array([int(p[2]) for p in args.point])
 
-        tifffile.imwrite(path, labels, compression="zlib")
-    elif path.suffix.lower() == ".npy":
-        np.save(path, labels)
-    else:
-        import skimage.io
 
-        skimage.io.imsave(path, labels, check_contrast=False)
+def _check_prompts(args: argparse.Namespace, image_hw: tuple[int, int]) -> None:
+    from .predictor import check_prompts
+
+    if not args.point and not args.box:
+        raise CommandError("give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")
+    coords, labels = _prompt_arrays(args)
+    check_prompts(coords, labels, _one_box(args), image_hw)
+
+
+def _check_model_args(args: argparse.Namespace) -> None:
+    if bool(args.encoder) != bool(args.decoder):
+        raise CommandError("--encoder and --decoder go together")
+    for option, path in (("--encoder", args.encoder), ("--decoder", args.decoder)):
+        if path and not Path(path).is_file():
+            raise CommandError(f"{option} {path}: no such file")
 
 
 def _load_predictor(args: argparse.Namespace):
     from .predictor import Sam2Predictor
 
-    if args.encoder or args.decoder:
-        if not (args.encoder and args.decoder):
-            raise SystemExit("error: --encoder and --decoder go together")
+    if args.encoder:
         return Sam2Predictor.from_files(args.encoder, args.decoder, args.backend)
     return Sam2Predictor.from_pretrained(args.model, args.backend, progress=_ProgressPrinter())
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    image = _read_image(Path(args.image))
+    from .imagefiles import check_label_output, label_dtype, read_image, write_labels
+    from .preprocess import check_image
+
+    # Everything that can be checked is checked before a model is loaded or downloaded.
+    _check_model_args(args)
+    if not args.encoder:
+        from .models import get_spec
+
+        get_spec(args.model)  # an unknown size fails here, not after reading the image
+    out = check_label_output(
+        args.out, max_label=args.label, inputs=[args.image], overwrite=args.overwrite
+    )
+    image = read_image(args.image)
+    height, width, _ = check_image(image)
+    _check_prompts(args, (height, width))
     predictor = _load_predictor(args)
     print(f"model {predictor.name} on {predictor.backend_info.describe()}", file=sys.stderr)
     predictor.set_image(image, contrast_limits=args.contrast)
-    coords = labels = None
-    if args.point:
-        coords = np.array([p[:2] for p in args.point])
-        labels = np.array([int(p[2]) for p in args.point])
+    coords, labels = _prompt_arrays(args)
     masks, scores, _ = predictor.predict(
         point_coords=coords,
         point_labels=labels,
-        box=args.box,
+        box=_one_box(args),
         multimask_output=args.multimask,
     )
     best = int(np.argmax(scores))
-    dtype = np.uint8 if args.label <= 255 else np.uint16
-    out = np.where(masks[best], args.label, 0).astype(dtype)
-    _write_labels(Path(args.out), out)
+    result = np.where(masks[best], args.label, 0).astype(label_dtype(args.label))
+    write_labels(out, result)
     print(
-        f"wrote {args.out}: mask {best + 1}/{len(scores)}, score {scores[best]:.3f}, "
+        f"wrote {out}: mask {best + 1}/{len(scores)}, score {scores[best]:.3f}, "
         f"{int(masks[best].sum())} pixels; encode {predictor.last_encode_seconds * 1e3:.0f} ms, "
         f"decode {predictor.last_decode_seconds * 1e3:.0f} ms",
         file=sys.stderr,
@@ -223,8 +283,6 @@ def _load_propagator(args: argparse.Namespace):
     if args.encoder:
         from .models import companion_video_files
 
-        if not args.decoder:
-            raise SystemExit("error: --encoder and --decoder go together")
         companions = companion_video_files(args.encoder)
         if companions is None:
             raise SystemExit(
@@ -235,21 +293,43 @@ def _load_propagator(args: argparse.Namespace):
     return Sam2Propagator.from_pretrained(args.model, args.backend)
 
 
+def _check_stack(stack: np.ndarray, args: argparse.Namespace) -> tuple[int, int]:
+    from .preprocess import ImageError, check_image
+
+    if stack.ndim not in (3, 4):
+        raise ImageError(
+            f"{args.stack} has shape {stack.shape}: propagate needs a stack "
+            "(frames, height, width[, channels]); use `segment` for a single image."
+        )
+    if not 0 <= args.frame < len(stack):
+        raise CommandError(
+            f"--frame {args.frame} is outside the stack: it has {len(stack)} frames "
+            f"(0 to {len(stack) - 1})."
+        )
+    height, width, _ = check_image(stack[args.frame], rgb=stack.ndim == 4)
+    return height, width
+
+
 def _cmd_propagate(args: argparse.Namespace) -> int:
-    stack = _read_image(Path(args.stack))
+    from .imagefiles import check_label_output, label_dtype, read_image, write_labels
+
+    _check_model_args(args)
+    out_path = check_label_output(
+        args.out, max_label=args.label, inputs=[args.stack], overwrite=args.overwrite, stack=True
+    )
+    stack = read_image(args.stack)
+    _check_prompts(args, _check_stack(stack, args))
     video = _load_propagator(args)
     print(
         f"model {video.predictor.name} on {video.predictor.backend_info.describe()}",
         file=sys.stderr,
     )
     state = video.init_state(stack, contrast_limits=args.contrast)
-    coords = labels = None
-    if args.point:
-        coords = np.array([p[:2] for p in args.point])
-        labels = np.array([int(p[2]) for p in args.point])
-    video.add_prompts(state, args.frame, args.label, points=coords, labels=labels, box=args.box)
-    dtype = np.uint8 if args.label <= 255 else np.uint16
-    out = np.zeros(stack.shape[:3], dtype=dtype)
+    coords, labels = _prompt_arrays(args)
+    video.add_prompts(
+        state, args.frame, args.label, points=coords, labels=labels, box=_one_box(args)
+    )
+    out = np.zeros(stack.shape[:3], dtype=label_dtype(args.label))
     start = time.perf_counter()
     done: set[int] = set()  # "both" visits the prompted frame once per direction
     for frame, masks in video.propagate(state, args.direction):
@@ -258,10 +338,10 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
         print(f"\rframe {frame} ({len(done)} done)", end="", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
     print(file=sys.stderr)
-    _write_labels(Path(args.out), out)
+    write_labels(out_path, out)
     covered = int(np.count_nonzero(out.reshape(len(out), -1).any(axis=1)))
     print(
-        f"wrote {args.out}: object on {covered} of {len(out)} frames; "
+        f"wrote {out_path}: object on {covered} of {len(out)} frames; "
         f"{len(done)} frames in {seconds:.1f} s ({len(done) / max(seconds, 1e-9):.2f} frames/s)"
     )
     return 0
@@ -300,15 +380,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=_point,
         action="append",
         metavar="X,Y[,LABEL]",
-        help="a prompt point in pixels (x = column, y = row); LABEL 1 object, 0 background",
+        help="a prompt point in pixels (x = column, y = row); LABEL 1 object, 0 background; "
+        "negative coordinates work as --point -5,100",
     )
-    p.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1", help="a box prompt in pixels")
-    p.add_argument("--contrast", type=_pair, metavar="LOW,HIGH", help="intensity range")
+    p.add_argument(
+        "--box", type=_box, action="append", metavar="X0,Y0,X1,Y1", help="a box prompt in pixels"
+    )
+    p.add_argument(
+        "--contrast", type=_contrast, metavar="LOW,HIGH", help="intensity range, LOW < HIGH"
+    )
     p.add_argument(
         "--multimask", action="store_true", help="predict 3 candidates and keep the best-scoring"
     )
-    p.add_argument("--label", type=int, default=1, help="value written for the object")
+    p.add_argument("--label", type=_label, default=1, help=_LABEL_HELP)
     p.add_argument("--out", required=True, help="output label image (.tif, .png, .npy)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_segment)
 
     p = sub.add_parser(
@@ -324,11 +410,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--point", type=_point, action="append", metavar="X,Y[,LABEL]", help="a prompt point"
     )
-    p.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1", help="a box prompt in pixels")
-    p.add_argument("--contrast", type=_pair, metavar="LOW,HIGH", help="intensity range")
+    p.add_argument(
+        "--box", type=_box, action="append", metavar="X0,Y0,X1,Y1", help="a box prompt in pixels"
+    )
+    p.add_argument(
+        "--contrast", type=_contrast, metavar="LOW,HIGH", help="intensity range, LOW < HIGH"
+    )
     p.add_argument("--direction", choices=("forward", "backward", "both"), default="both")
-    p.add_argument("--label", type=int, default=1, help="value written for the object")
+    p.add_argument("--label", type=_label, default=1, help=_LABEL_HELP)
     p.add_argument("--out", required=True, help="output label stack (.tif, .npy)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_propagate)
 
     p = sub.add_parser(
@@ -377,11 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-sam2-webgpu`` command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_negative_values(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s: %(message)s",
     )
+    from .imagefiles import ImageFileError
     from .models import ModelError
     from .predictor import PromptError
     from .preprocess import ImageError
@@ -390,6 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (
+        CommandError,
+        ImageFileError,
         ModelError,
         PromptError,
         ImageError,
@@ -399,6 +493,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ImportError,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # disk full, permissions, read-only file systems: name the file
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
 
 

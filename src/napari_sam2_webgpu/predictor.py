@@ -689,26 +689,7 @@ class Sam2Predictor:
         point_coords: Any, point_labels: Any, box: Any, emb: ImageEmbedding
     ) -> tuple[np.ndarray, np.ndarray, bool]:
         """Validate prompts and merge them into the decoder's (B, N, 2) / (B, N) inputs."""
-        if point_coords is None and point_labels is not None:
-            raise PromptError("point_labels were given without point_coords.")
-        points = None if point_coords is None else _check_points(point_coords, point_labels, emb)
-        boxes = None if box is None else _check_box(box, emb)
-        if points is None and boxes is None:
-            raise PromptError("Prompts need at least one point or a box.")
-        if boxes is None:
-            coords, labels, batched = points
-        elif points is None:
-            coords, labels, batched = boxes
-        else:
-            if points[0].shape[0] != boxes[0].shape[0]:
-                raise PromptError(
-                    f"{boxes[0].shape[0]} box(es) but {points[0].shape[0]} point set(s): "
-                    "batch sizes must match."
-                )
-            # SAM2 puts box corners before the points.
-            coords = np.concatenate([boxes[0], points[0]], axis=1)
-            labels = np.concatenate([boxes[1], points[1]], axis=1)
-            batched = points[2] or boxes[2]
+        coords, labels, batched = check_prompts(point_coords, point_labels, box, emb.image_hw)
         return postprocess.to_model_coords(coords, emb.image_hw), labels, batched
 
     @staticmethod
@@ -755,8 +736,61 @@ def _check_replay_not_stale(bound: BoundEncoder, first: dict[str, Any]) -> None:
             )
 
 
+def check_prompts(
+    point_coords: Any, point_labels: Any, box: Any, image_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Validate prompts against an image's size and merge them as SAM2 does.
+
+    Needs no model, so callers (the CLI, the propagator) can check prompts before loading one.
+
+    Parameters
+    ----------
+    point_coords : array-like or None
+        ``(N, 2)`` or ``(B, N, 2)`` points as ``(x, y)`` pixels.
+    point_labels : array-like or None
+        ``(N,)`` or ``(B, N)``: 1 object, 0 background.
+    box : array-like or None
+        ``(4,)`` or ``(B, 4)`` as ``x0, y0, x1, y1`` pixels.
+    image_hw : (int, int)
+        Height and width of the image the prompts are for.
+
+    Returns
+    -------
+    coords : numpy.ndarray
+        ``(B, N, 2)`` pixel coordinates, box corners before points.
+    labels : numpy.ndarray
+        ``(B, N)`` float32 labels (2 and 3 for box corners).
+    batched : bool
+        Whether the prompts had a batch dimension.
+
+    Raises
+    ------
+    PromptError
+        No prompt, a malformed one, or one outside the image.
+    """
+    if point_coords is None and point_labels is not None:
+        raise PromptError("point_labels were given without point_coords.")
+    points = None if point_coords is None else _check_points(point_coords, point_labels, image_hw)
+    boxes = None if box is None else _check_box(box, image_hw)
+    if points is None and boxes is None:
+        raise PromptError("Prompts need at least one point or a box.")
+    if boxes is None:
+        return points
+    if points is None:
+        return boxes
+    if points[0].shape[0] != boxes[0].shape[0]:
+        raise PromptError(
+            f"{boxes[0].shape[0]} box(es) but {points[0].shape[0]} point set(s): "
+            "batch sizes must match."
+        )
+    # SAM2 puts box corners before the points.
+    coords = np.concatenate([boxes[0], points[0]], axis=1)
+    labels = np.concatenate([boxes[1], points[1]], axis=1)
+    return coords, labels, points[2] or boxes[2]
+
+
 def _check_points(
-    point_coords: Any, point_labels: Any, emb: ImageEmbedding
+    point_coords: Any, point_labels: Any, image_hw: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Points as ``(B, N, 2)`` pixel coordinates and ``(B, N)`` float labels, validated."""
     if point_labels is None:
@@ -786,7 +820,7 @@ def _check_points(
         raise PromptError(
             f"point_labels must be 1 (object) or 0 (background); got {np.unique(labels).tolist()}."
         )
-    height, width = emb.image_hw
+    height, width = image_hw
     # Pixel i covers [i - 0.5, i + 0.5]: anything within the image's extent is accepted.
     outside = (
         (coords[..., 0] < -0.5)
@@ -803,7 +837,7 @@ def _check_points(
     return coords, labels.astype(np.float32), batched
 
 
-def _check_box(box: Any, emb: ImageEmbedding) -> tuple[np.ndarray, np.ndarray, bool]:
+def _check_box(box: Any, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, bool]:
     """Boxes as ``(B, 2, 2)`` corner coordinates with SAM2's corner labels 2 and 3."""
     boxes = np.asarray(box, dtype=np.float64)
     batched = boxes.ndim == 2
@@ -815,7 +849,7 @@ def _check_box(box: Any, emb: ImageEmbedding) -> tuple[np.ndarray, np.ndarray, b
         )
     if not np.all(np.isfinite(boxes)):
         raise PromptError("box contains NaN or infinite values.")
-    height, width = emb.image_hw
+    height, width = image_hw
     # Boxes drawn right-to-left or bottom-to-top are still boxes.
     x0, x1 = np.minimum(boxes[:, 0], boxes[:, 2]), np.maximum(boxes[:, 0], boxes[:, 2])
     y0, y1 = np.minimum(boxes[:, 1], boxes[:, 3]), np.maximum(boxes[:, 1], boxes[:, 3])

@@ -110,12 +110,17 @@ def intensity_range(
     Raises
     ------
     ImageError
-        When the image has no finite value, or contrast limits are not two finite numbers.
+        When the image has no finite value, or contrast limits are not two finite numbers with
+        low < high.
     """
     if contrast_limits is not None:
         low, high = (float(v) for v in contrast_limits)
         if not (np.isfinite(low) and np.isfinite(high)):
             raise ImageError(f"Contrast limits must be finite, got {contrast_limits}.")
+        if high <= low:
+            raise ImageError(
+                f"Contrast limits must be (low, high) with low < high, got ({low:g}, {high:g})."
+            )
         return low, high
     if image.dtype == np.uint8:
         return 0.0, 255.0

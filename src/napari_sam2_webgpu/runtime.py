@@ -288,6 +288,42 @@ def _no_vulkan_reason(detail: str) -> str:
     )
 
 
+#: Set when this process gave itself a private XDG_RUNTIME_DIR (see _ensure_runtime_dir).
+_private_runtime_dir: str | None = None
+
+
+def _ensure_runtime_dir() -> str | None:
+    """Give the process a private ``XDG_RUNTIME_DIR`` when it has no valid one (Linux only).
+
+    Vulkan drivers (through libwayland) print "XDG_RUNTIME_DIR is invalid or not set" on every
+    instance they create, which on a headless machine or a bare ``ssh`` session is once per
+    probe; a private, empty 0700 folder is what the variable is meant to name and silences them.
+    Returns the folder set, or None when the environment already had a valid one.
+    """
+    global _private_runtime_dir
+    if not sys.platform.startswith("linux"):
+        return None
+    with _lock:
+        current = os.environ.get("XDG_RUNTIME_DIR", "")
+        if current and os.path.isabs(current) and os.path.isdir(current):
+            return _private_runtime_dir if current == _private_runtime_dir else None
+        import tempfile
+
+        try:
+            folder = tempfile.mkdtemp(prefix="napari-sam2-webgpu-runtime-")  # mode 0700
+        except OSError as exc:
+            logger.debug("no private XDG_RUNTIME_DIR: %s", exc)
+            return None
+        import atexit
+        import shutil
+
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ["XDG_RUNTIME_DIR"] = folder
+        _private_runtime_dir = folder
+        logger.debug("XDG_RUNTIME_DIR %r is not a folder; using %s", current, folder)
+        return folder
+
+
 def _adapter_from_wgpu(adapter: Any) -> AdapterInfo:
     info = dict(adapter.info)
     vendor_id = int(info.get("vendor_id") or 0)
@@ -306,6 +342,7 @@ def _adapter_from_wgpu(adapter: Any) -> AdapterInfo:
 
 def _enumerate_adapters() -> tuple[list[AdapterInfo], str | None]:
     """Adapters from wgpu, and the error that prevented listing them (None when fine)."""
+    _ensure_runtime_dir()
     try:
         import wgpu
 
@@ -380,6 +417,7 @@ def _register_plugin_ep() -> tuple[bool, str | None]:
         import onnxruntime_ep_webgpu as plugin
 
         try:
+            _ensure_runtime_dir()
             ort.register_execution_provider_library(_REGISTRATION_NAME, plugin.get_library_path())
             _registration = (True, None)
         except Exception as exc:
@@ -845,7 +883,13 @@ def _doctor_plugin() -> list[str]:
 
 def _doctor_vulkan() -> list[str]:
     ok, detail = _vulkan_loader()
-    return [f"{'found' if ok else 'NOT FOUND'}: {detail}"]
+    out = [f"{'found' if ok else 'NOT FOUND'}: {detail}"]
+    if _private_runtime_dir is not None:
+        out.append(
+            "XDG_RUNTIME_DIR was not set to a folder; a private one was used for the GPU probe "
+            f"({_private_runtime_dir}), which Vulkan drivers expect"
+        )
+    return out
 
 
 def _doctor_wgpu() -> list[str]:

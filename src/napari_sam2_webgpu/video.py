@@ -32,7 +32,7 @@ import numpy as np
 from . import postprocess
 from .embedding_cache import EmbeddingCache, EmbeddingKey
 from .iobinding import is_device_value, run_bound
-from .predictor import LOW_RES, ImageEmbedding, PromptError, Sam2Predictor
+from .predictor import LOW_RES, ImageEmbedding, PromptError, Sam2Predictor, check_prompts
 from .preprocess import ImageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -556,10 +556,8 @@ class Sam2Propagator:
 
     @staticmethod
     def _prompt_arrays(state: StackState, points: Any, labels: Any, box: Any) -> tuple:
-        class _Frame:  # what the predictor's prompt validation reads
-            image_hw = state.frame_hw
-
-        coords, point_labels, batched = Sam2Predictor._prepare_prompts(points, labels, box, _Frame)
+        coords, point_labels, batched = check_prompts(points, labels, box, state.frame_hw)
+        coords = postprocess.to_model_coords(coords, state.frame_hw)
         if batched:
             raise PromptError("add_prompts() takes one object's prompts: points (N, 2), box (4,).")
         return coords, point_labels.astype(np.float32)
