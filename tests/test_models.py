@@ -7,15 +7,20 @@ inside them). Nothing here touches the network beyond loopback or the real user 
 
 from __future__ import annotations
 
+import builtins
+import errno
 import hashlib
 import io
+import logging
 import os
 import re
+import select
 import socket
+import stat
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -27,6 +32,7 @@ from napari_sam2_webgpu.models import (
     ENV_ALLOW_UNVERIFIED,
     ENV_BASE_URL,
     ENV_CACHE_DIR,
+    ENV_DOWNLOAD_TIMEOUT,
     ENV_OFFLINE,
     MODEL_SIZES,
     REGISTRY,
@@ -54,11 +60,21 @@ from napari_sam2_webgpu.models import (
 
 
 class FileServer:
-    """Serves ``files`` (URL path -> bytes); paths in ``truncate`` drop the connection halfway."""
+    """Serves ``files`` (URL path -> bytes) over HTTP on 127.0.0.1, with misbehaviours.
+
+    Paths in ``truncate`` drop the connection halfway. A path in ``gate`` answers only once its
+    event is set. A path in ``trickle`` (burst, delay, count) sends `burst` bytes, then one byte
+    every `delay` seconds, `count` times, then drops the connection. A path in ``hold`` sends
+    that many bytes, then nothing until the client hangs up (at most 30 s).
+    """
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.truncate: set[str] = set()
+        self.gate: dict[str, threading.Event] = {}
+        self.trickle: dict[str, tuple[int, float, int]] = {}
+        self.hold: dict[str, int] = {}
+        self.stopping = threading.Event()
         self.requests: list[str] = []
         server = self
 
@@ -66,6 +82,8 @@ class FileServer:
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
                 path = self.path.split("?", 1)[0]
                 server.requests.append(path)
+                if path in server.gate:
+                    server.gate[path].wait()
                 data = server.files.get(path)
                 if data is None:
                     self.send_error(404)
@@ -74,6 +92,20 @@ class FileServer:
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                try:
+                    if path in server.trickle:
+                        self._trickle(data, *server.trickle[path])
+                        return
+                    if path in server.hold:
+                        self.wfile.write(data[: server.hold[path]])
+                        self.wfile.flush()
+                        # Readable means the client hung up (or sent something): then stop.
+                        select.select([self.connection], [], [], 30)
+                        self.close_connection = True
+                        return
+                except OSError:  # the client gave up: nothing more to send
+                    self.close_connection = True
+                    return
                 if path in server.truncate:
                     # Promise N bytes, send N/2, then drop the connection like a dead link.
                     self.wfile.write(data[: len(data) // 2])
@@ -82,6 +114,17 @@ class FileServer:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 self.wfile.write(data)
+
+            def _trickle(self, data: bytes, burst: int, delay: float, count: int) -> None:
+                self.wfile.write(data[:burst])
+                self.wfile.flush()
+                for i in range(burst, min(burst + count, len(data))):
+                    if server.stopping.wait(delay):
+                        break
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
@@ -105,6 +148,9 @@ class FileServer:
         return self.requests.count("/" + path.lstrip("/"))
 
     def close(self) -> None:
+        self.stopping.set()
+        for event in self.gate.values():
+            event.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -225,6 +271,81 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], bool], limit: float = 300.0) -> bool:
+    """Poll `condition` until it holds; `limit` only keeps a broken build from hanging."""
+    end = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+class FakeClock:
+    """Advances `step` seconds on every reading, whatever the real time."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+class ReadOnly:
+    """Makes every write under `folder` fail with EACCES, like a read-only mount.
+
+    Tests run as root, where a chmod would not stop writes, so the os-level calls that create,
+    change or remove files (and ``open`` for writing) are guarded; `attempts` records each
+    refused call, so a test can check that nothing was even tried.
+    """
+
+    _PATH_FUNCS = ("mkdir", "rmdir", "unlink", "remove", "utime", "chmod", "truncate")
+    _PAIR_FUNCS = ("replace", "rename", "link", "symlink")
+
+    def __init__(self, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.folder = os.path.abspath(folder)
+        self.attempts: list[tuple[str, str]] = []
+        real_os_open, real_open = os.open, builtins.open
+        write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+        def os_open(path: object, flags: int, *args: object, **kwargs: object) -> int:
+            if flags & write_flags:
+                self._deny("open", path)
+            return real_os_open(path, flags, *args, **kwargs)
+
+        def open_(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+            if isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+"):
+                self._deny("open", file)
+            return real_open(file, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", os_open)
+        monkeypatch.setattr(builtins, "open", open_)
+        monkeypatch.setattr(io, "open", open_)
+        for name in self._PATH_FUNCS + self._PAIR_FUNCS:
+            monkeypatch.setattr(os, name, self._guard(name, getattr(os, name)))
+
+    def _inside(self, path: object) -> bool:
+        full = os.path.abspath(os.fspath(path))  # type: ignore[arg-type]
+        return full == self.folder or full.startswith(self.folder + os.sep)
+
+    def _deny(self, op: str, *paths: object) -> None:
+        for path in paths:
+            if isinstance(path, (str, bytes, os.PathLike)) and self._inside(path):
+                self.attempts.append((op, str(path)))
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    def _guard(self, name: str, func: Callable[..., object]) -> Callable[..., object]:
+        pair = name in self._PAIR_FUNCS
+
+        def guarded(*args: object, **kwargs: object) -> object:
+            self._deny(name, *(args[:2] if pair else args[:1]))
+            return func(*args, **kwargs)
+
+        return guarded
 
 
 def bump_mtime(path: Path) -> None:
@@ -848,3 +969,320 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------------------------
+# Read-only cache, or a file where the cache folder should be
+# --------------------------------------------------------------------------------------------
+
+
+def test_read_only_cache_with_verified_models_is_only_read(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = direct_spec(server, random_bytes(30_000), random_bytes(8_000))
+    cache = tmp_path / "cache"
+    paths = ensure_model(spec, cache=cache)
+    stale = cache / ".old.encoder.onnx.abc123.part"  # cleaning it must not even be tried
+    stale.write_bytes(b"x")
+    old = time.time() - 2 * models.STALE_PART_SECONDS
+    os.utime(stale, (old, old))
+    n_requests = len(server.requests)
+
+    guard = ReadOnly(cache, monkeypatch)
+    assert ensure_model(spec, cache=cache) == paths
+    assert is_cached(spec, cache=cache)
+    assert guard.attempts == []  # no stamp, part file, lock file or cleaning was needed
+    assert len(server.requests) == n_requests
+
+
+def test_read_only_cache_without_stamps_is_verified_and_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An administrator copied the files in by hand: they are hashed, and the stamp that cannot
+    # be written is simply skipped.
+    enc, dec = random_bytes(5_000), random_bytes(4_000)
+    cache = tmp_path / "shared"
+    cache.mkdir()
+    spec = ModelSpec(
+        "shared",
+        ModelFile("shared.encoder.onnx", "https://example.invalid/e", sha(enc), len(enc)),
+        ModelFile("shared.decoder.onnx", "https://example.invalid/d", sha(dec), len(dec)),
+        "",
+        "",
+        "",
+    )
+    (cache / "shared.encoder.onnx").write_bytes(enc)
+    (cache / "shared.decoder.onnx").write_bytes(dec)
+
+    guard = ReadOnly(cache, monkeypatch)
+    paths = ensure_model(spec, cache=cache)
+    assert paths.encoder == cache / "shared.encoder.onnx"
+    assert guard.attempts  # the stamp was tried ...
+    assert not (cache / "shared.encoder.onnx.sha256").exists()  # ... and refused, harmlessly
+
+
+def test_read_only_cache_missing_model_is_a_clear_error(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enc, dec = random_bytes(30_000), random_bytes(8_000)
+    spec = direct_spec(server, enc, dec)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / spec.encoder.filename).write_bytes(enc)  # one file there, the other missing
+
+    guard = ReadOnly(cache, monkeypatch)
+    with pytest.raises(ModelNotAvailableError) as err:
+        ensure_model(spec, cache=cache)
+
+    msg = str(err.value)
+    assert guard.attempts  # the read-only path was really taken
+    assert "not writable" in msg
+    assert str(cache / spec.decoder.filename) in msg  # where the missing file belongs
+    assert spec.decoder.sha256 in msg
+    assert str(cache / spec.encoder.filename) not in msg  # the good file is not asked for
+    assert ENV_CACHE_DIR in msg
+    assert len(msg.splitlines()) <= 3
+    assert server.requests == []  # nothing downloaded only to be thrown away
+    assert leftovers(cache) == []
+
+
+@pytest.mark.parametrize("below", [False, True], ids=["cache-is-a-file", "parent-is-a-file"])
+def test_file_where_cache_folder_should_be(server: FileServer, tmp_path: Path, below: bool) -> None:
+    spec = direct_spec(server, random_bytes(3_000), random_bytes(1_000))
+    blocker = tmp_path / "cache"
+    blocker.write_bytes(b"not a folder")
+    cache = blocker / "models" if below else blocker
+
+    with pytest.raises(ModelNotAvailableError) as err:
+        ensure_model(spec, cache=cache)
+
+    msg = str(err.value)
+    assert "not a folder" in msg
+    assert str(blocker) in msg
+    assert str(cache / spec.encoder.filename) in msg
+    assert ENV_CACHE_DIR in msg
+    assert blocker.read_bytes() == b"not a folder"  # never touched
+    assert not is_cached(spec, cache=cache)
+    assert server.requests == []
+
+
+# --------------------------------------------------------------------------------------------
+# Permissions of cached files follow the umask
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+@pytest.mark.parametrize(
+    ("umask", "mode"),
+    [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)],
+    ids=["umask022", "umask002", "umask077"],
+)
+def test_cached_files_follow_umask(
+    server: FileServer, tmp_path: Path, umask: int, mode: int
+) -> None:
+    enc, dec = random_bytes(20_000), random_bytes(5_000)
+    direct = direct_spec(server, enc, dec)
+    zipped, _ = archive_spec(server, random_bytes(7_000), random_bytes(3_000))
+    cache = tmp_path / "cache"
+    previous = os.umask(umask)
+    try:
+        found = [ensure_model(spec, cache=cache) for spec in (direct, zipped)]
+    finally:
+        os.umask(previous)
+    files = [p for paths in found for p in (paths.encoder, paths.decoder)]
+    files += [p.with_name(p.name + ".sha256") for p in files]
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path.name
+
+
+# --------------------------------------------------------------------------------------------
+# A stalled or trickling server
+# --------------------------------------------------------------------------------------------
+
+
+def test_trickling_server_is_aborted_as_too_slow(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enc, dec = random_bytes(200_000), random_bytes(1_000)
+    spec = direct_spec(server, enc, dec)
+    # 100 bytes, then a byte every 10 ms, 500 times: fewer bytes than the rule asks for in any
+    # window, however slow this machine is; then the server hangs up.
+    server.trickle["/files/" + spec.encoder.filename] = (100, 0.01, 500)
+    monkeypatch.setattr(models, "_clock", FakeClock(1.0))  # each reading: one more second
+    monkeypatch.setattr(models, "STALL_SECONDS", 5)
+    monkeypatch.setattr(models, "STALL_MIN_BYTES", 1_000)
+    cache = tmp_path / "cache"
+    calls: list[tuple[int, int, str]] = []
+
+    with pytest.raises(ModelDownloadError) as err:
+        ensure_model(spec, cache=cache, progress=lambda *a: calls.append(a))
+
+    msg = str(err.value)
+    assert "too slow" in msg and "stalled" in msg
+    assert spec.encoder.url in msg
+    assert ENV_DOWNLOAD_TIMEOUT in msg
+    assert not (cache / spec.encoder.filename).exists()
+    assert leftovers(cache) == []  # the part file is gone
+    mine = [d for d, t, f in calls if f == spec.encoder.filename]
+    assert any(0 < d < len(enc) for d in mine)  # progress was shown while it trickled
+
+
+def test_silent_server_times_out_per_read(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enc, dec = random_bytes(50_000), random_bytes(1_000)
+    spec = direct_spec(server, enc, dec)
+    server.hold["/files/" + spec.encoder.filename] = 1_000  # then silence until we hang up
+    monkeypatch.setenv(ENV_DOWNLOAD_TIMEOUT, "0.5")
+    cache = tmp_path / "cache"
+
+    with pytest.raises(ModelDownloadError) as err:
+        ensure_model(spec, cache=cache)
+
+    msg = str(err.value)
+    assert "stalled" in msg and "no data for 0.5 s" in msg
+    assert spec.encoder.url in msg
+    assert not (cache / spec.encoder.filename).exists()
+    assert leftovers(cache) == []
+
+
+def test_server_that_never_answers_is_a_download_error(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = direct_spec(server, random_bytes(5_000), random_bytes(1_000))
+    server.gate["/files/" + spec.encoder.filename] = threading.Event()  # never opened
+    monkeypatch.setenv(ENV_DOWNLOAD_TIMEOUT, "0.5")
+    cache = tmp_path / "cache"
+    with pytest.raises(ModelDownloadError, match="stalled") as err:
+        ensure_model(spec, cache=cache)
+    assert spec.encoder.url in str(err.value)
+    assert leftovers(cache) == []
+
+
+def test_download_timeout_env_is_validated(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(ENV_DOWNLOAD_TIMEOUT, "7.5")
+    assert models._download_limits() == (7.5, 7.5, models.STALL_MIN_BYTES)
+    monkeypatch.setenv(ENV_DOWNLOAD_TIMEOUT, "soon")
+    with caplog.at_level(logging.WARNING, logger=models.__name__):
+        limits = models._download_limits()
+    assert limits == (models.DOWNLOAD_TIMEOUT, models.STALL_SECONDS, models.STALL_MIN_BYTES)
+    assert ENV_DOWNLOAD_TIMEOUT in caplog.text
+
+
+# --------------------------------------------------------------------------------------------
+# Concurrent downloads of the same file
+# --------------------------------------------------------------------------------------------
+
+
+class _Flag(logging.Handler):
+    def __init__(self, needle: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.needle = needle
+        self.event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.needle in record.getMessage():
+            self.event.set()
+
+
+def test_second_downloader_waits_and_reuses_the_file(server: FileServer, tmp_path: Path) -> None:
+    enc, dec = random_bytes(300_000), random_bytes(20_000)
+    spec = direct_spec(server, enc, dec)
+    cache = tmp_path / "cache"
+    enc_url_path = "/files/" + spec.encoder.filename
+    gate = server.gate[enc_url_path] = threading.Event()  # holds the first download
+    waiting = _Flag("waiting for it to finish")
+    log = logging.getLogger(models.__name__)
+    log.addHandler(waiting)
+    results: dict[str, ModelPaths] = {}
+    errors: list[BaseException] = []
+
+    def run(key: str) -> None:
+        try:
+            results[key] = ensure_model(spec, cache=cache)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    first = threading.Thread(target=run, args=("first",))
+    second = threading.Thread(target=run, args=("second",))
+    try:
+        first.start()
+        assert wait_for(lambda: server.count(enc_url_path) >= 1 or not first.is_alive())
+        second.start()
+        # Fixed: the second one waits for the lock. Unfixed: it sends its own request.
+        assert wait_for(
+            lambda: (
+                waiting.event.is_set() or server.count(enc_url_path) >= 2 or not second.is_alive()
+            )
+        )
+    finally:
+        gate.set()
+        first.join(300)
+        second.join(300)
+        log.removeHandler(waiting)
+
+    assert errors == []
+    assert results["first"] == results["second"]
+    assert results["second"].encoder.read_bytes() == enc
+    assert server.count(enc_url_path) == 1
+    assert server.count("files/" + spec.decoder.filename) == 1
+    assert leftovers(cache) == []  # no lock files left behind
+    assert is_cached(spec, cache=cache)
+
+
+def test_download_goes_ahead_when_no_lock_can_be_taken(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import filelock
+
+    def no_locks(self: object, *args: object, **kwargs: object) -> None:
+        raise NotImplementedError("this file system has no locks")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", no_locks)
+    enc, dec = random_bytes(9_000), random_bytes(1_000)
+    spec = direct_spec(server, enc, dec)
+    cache = tmp_path / "cache"
+    assert ensure_model(spec, cache=cache).encoder.read_bytes() == enc
+    assert leftovers(cache) == []
+
+
+def test_lock_files_are_not_models(server: FileServer, tmp_path: Path) -> None:
+    # A lock file left by a killed process neither counts as a model nor blocks a download.
+    enc, dec = random_bytes(4_000), random_bytes(1_000)
+    spec = direct_spec(server, enc, dec)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / f".{spec.encoder.filename}.lock").write_bytes(b"")
+    assert not is_cached(spec, cache=cache)
+    ensure_model(spec, cache=cache)
+    assert leftovers(cache) == []
+    assert server.count("files/" + spec.encoder.filename) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# A corrupted file while offline
+# --------------------------------------------------------------------------------------------
+
+
+def test_corrupted_file_offline_warning_says_what_to_do(
+    server: FileServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    enc, dec = random_bytes(40_000), random_bytes(10_000)
+    spec = direct_spec(server, enc, dec)
+    cache = tmp_path / "cache"
+    paths = ensure_model(spec, cache=cache)
+    paths.decoder.write_bytes(dec[: len(dec) // 2])
+
+    with caplog.at_level(logging.WARNING, logger=models.__name__):
+        with pytest.raises(ModelNotAvailableError) as err:
+            ensure_model(spec, cache=cache, offline=True)
+
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == models.__name__)
+    assert "will be replaced" not in text  # untrue offline
+    assert str(paths.decoder) in text
+    assert sha(dec) in text
+    assert "offline" in text and "Delete it" in text
+    assert "delete" in str(err.value)
+    assert paths.decoder.exists()  # reported, not deleted behind the user's back

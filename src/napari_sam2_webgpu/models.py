@@ -1,8 +1,8 @@
 """Model registry, download and cache for the SAM2.1 ONNX encoder/decoder pairs.
 
 One place knows model files: which pair belongs to which size, where it comes from, what its
-checksum is, where it lives on disk. Everything here is pure Python; ``pooch`` (and through it
-``requests``) is imported only when something is actually downloaded.
+checksum is, where it lives on disk. Everything here is pure Python; ``requests`` (installed with
+``pooch``) and ``filelock`` are imported only when something is actually downloaded.
 
 Where the registry values come from
 -----------------------------------
@@ -45,7 +45,14 @@ mtime_ns, inode) written after a verified download. A file whose size/mtime/inod
 stamp is trusted without re-hashing; anything else is re-hashed (chunked) before use. Downloads go
 to a hidden ``.<filename>.<random>.part`` file in the cache folder and are moved into place with
 an atomic :func:`os.replace` only after verification, so the final path never holds a partial or
-wrong file.
+wrong file. Files are created with mode ``0o666`` less the umask (not :func:`tempfile.mkstemp`'s
+``0o600``), so a shared cache stays readable by the users the umask allows. While a file is
+downloaded its ``.<filename>.lock`` is held (``filelock``), so a second process waits and then
+reuses the verified file; lock files are removed when released. A cache that already holds
+verified files is only read, so it may be read-only; one that lacks them and cannot be written
+raises :class:`ModelNotAvailableError` saying so. A download that stalls (no data for
+:data:`DOWNLOAD_TIMEOUT` seconds, or fewer than :data:`STALL_MIN_BYTES` in :data:`STALL_SECONDS`)
+is aborted.
 """
 
 from __future__ import annotations
@@ -54,9 +61,10 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
-import tempfile
+import secrets
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -68,6 +76,7 @@ __all__ = [
     "ENV_ALLOW_UNVERIFIED",
     "ENV_BASE_URL",
     "ENV_CACHE_DIR",
+    "ENV_DOWNLOAD_TIMEOUT",
     "ENV_OFFLINE",
     "MODEL_SIZES",
     "REGISTRY",
@@ -101,16 +110,27 @@ ENV_CACHE_DIR = "NAPARI_SAM2_WEBGPU_CACHE_DIR"
 ENV_BASE_URL = "NAPARI_SAM2_WEBGPU_BASE_URL"
 ENV_OFFLINE = "NAPARI_SAM2_WEBGPU_OFFLINE"
 ENV_ALLOW_UNVERIFIED = "NAPARI_SAM2_WEBGPU_ALLOW_UNVERIFIED"
+#: Seconds: overrides both :data:`DOWNLOAD_TIMEOUT` and :data:`STALL_SECONDS`.
+ENV_DOWNLOAD_TIMEOUT = "NAPARI_SAM2_WEBGPU_DOWNLOAD_TIMEOUT"
 
 MODEL_SIZES: tuple[str, ...] = ("tiny", "small", "base_plus", "large")
 
 #: Placed in a ``sha256`` field when no checksum was published for that file.
 UNVERIFIED = "unverified"
 
-#: Seconds to wait for the server to connect or send the next bytes.
+#: Seconds to wait for the server to connect, answer, or send the next bytes (per socket read).
 DOWNLOAD_TIMEOUT = 60
-#: Bytes per network read and per progress callback (1 MiB keeps GUI updates rare enough).
+#: Minimum throughput: a download is aborted when fewer than STALL_MIN_BYTES arrived during the
+#: last STALL_SECONDS. A server trickling a byte now and then never trips the read timeout.
+STALL_SECONDS = 120
+STALL_MIN_BYTES = 128 << 10
+#: Largest network read, and progress is reported after this many bytes (1 MiB keeps GUI updates
+#: rare enough) ...
 DOWNLOAD_CHUNK = 1 << 20
+#: ... or after this many seconds when data arrives slowly.
+PROGRESS_SECONDS = 0.5
+#: Longest wait for another process that is downloading the same file.
+LOCK_TIMEOUT = 3 * 3600
 #: Bytes per read while hashing; files reach ~900 MB, so never read them whole.
 HASH_CHUNK = 4 << 20
 #: A ``.part`` file untouched for this long belongs to a dead process and may be removed.
@@ -122,6 +142,10 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TRUTHY = {"1", "true", "yes", "on"}
 _STAMP_SUFFIX = ".sha256"
 _PART_SUFFIX = ".part"
+_LOCK_SUFFIX = ".lock"
+
+# The clock of the download watchdog and progress throttle (a module global so tests can swap it).
+_clock = time.monotonic
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,13 +645,13 @@ def _write_stamp(path: Path, sha256: str, *, trust: str) -> None:
             # "published": matched the registry; "first-use": recorded after an opt-in.
             "trust": trust,
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".stamp", dir=path.parent)
+        tmp = _new_hidden_file(path.parent, path.name, ".stamp")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            with open(tmp, "w", encoding="utf-8") as fh:
                 json.dump(stamp, fh)
             os.replace(tmp, _stamp_path(path))
         finally:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
     except OSError as exc:
         logger.debug("could not write checksum stamp for %s: %s", path, exc)
@@ -764,47 +788,106 @@ class _Unreachable(Exception):
     """The server could not be reached at all (nothing was received)."""
 
 
-class _PoochProgress:
-    """Progress object for ``pooch.HTTPDownloader(progressbar=...)`` forwarding to a callback.
+class _CacheNotWritable(Exception):
+    """The cache folder cannot be created or written; ``__cause__`` is the OSError."""
 
-    pooch sets ``total``, calls ``update(chunk_size)`` per chunk (the last chunk may be short, so
-    the running sum is clamped), then ``reset()``, ``update(total)`` and ``close()`` on success.
+
+def _new_hidden_file(folder: Path, name: str, suffix: str) -> Path:
+    """Create an empty hidden ``.<name>.<random><suffix>`` file in `folder`; return its path.
+
+    Unlike :func:`tempfile.mkstemp` (always ``0o600``), the mode is ``0o666`` less the umask (and
+    any default ACL of the folder), so a file moved into a shared cache is as readable as any
+    other the user creates.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = folder / f".{name}.{secrets.token_hex(6)}{suffix}"
+        try:
+            fd = os.open(path, flags, 0o666)
+        except FileExistsError:
+            continue  # 48 random bits: practically never
+        os.close(fd)
+        return path
+    raise FileExistsError(f"could not create a temporary file for {name} in {folder}")
+
+
+class _Progress:
+    """Forwards download progress to the callback, throttled to keep GUI updates rare.
+
+    A call is made at most every :data:`DOWNLOAD_CHUNK` bytes or :data:`PROGRESS_SECONDS`,
+    whichever comes first, so a slow download still shows movement; ``force`` reports now.
     """
 
-    def __init__(self, callback: ProgressCallback | None, label: str) -> None:
+    def __init__(self, callback: ProgressCallback | None, label: str, total: int) -> None:
         self.callback = callback
         self.label = label
-        self.total = 0
-        self.done = 0
-        self.finished = False
+        self.total = total
+        self._sent = -1
+        self._sent_at = _clock()
 
-    def update(self, n: int) -> None:
-        self.done += int(n)
-        if self.total > 0:
-            self.done = min(self.done, self.total)
-        self._emit()
+    def update(self, done: int, *, force: bool = False) -> None:
+        if self.callback is None or done == self._sent:
+            return
+        now = _clock()
+        if (
+            force
+            or done - max(self._sent, 0) >= DOWNLOAD_CHUNK
+            or now - self._sent_at >= PROGRESS_SECONDS
+        ):
+            self._sent, self._sent_at = done, now
+            self.callback(done, self.total, self.label)
 
-    def reset(self) -> None:
-        # Not forwarded: a GUI bar must not jump back to 0 right before it completes.
-        self.done = 0
 
-    def close(self) -> None:
-        self.finished = True
+class _StallGuard:
+    """Minimum-throughput rule: too few bytes during the last `window` seconds means stalled."""
 
-    def _emit(self) -> None:
-        if self.callback is not None:
-            self.callback(self.done, self.total, self.label)
+    def __init__(self, window: float, min_bytes: int) -> None:
+        self.window = window
+        self.min_bytes = min_bytes
+        self._start = _clock()
+        self._start_bytes = 0
+
+    def check(self, done: int) -> int | None:
+        """Return the bytes received in a window that ended with too few, else None."""
+        now = _clock()
+        if now - self._start < self.window:
+            return None
+        got = done - self._start_bytes
+        if got < self.min_bytes:
+            return got
+        self._start, self._start_bytes = now, done
+        return None
+
+
+def _download_limits() -> tuple[float, float, int]:
+    """``(read timeout, stall window, stall minimum bytes)``, with the environment override."""
+    timeout, window = float(DOWNLOAD_TIMEOUT), float(STALL_SECONDS)
+    raw = os.environ.get(ENV_DOWNLOAD_TIMEOUT, "").strip()
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if value > 0 and math.isfinite(value):
+            timeout = window = value
+        else:
+            logger.warning(
+                "Ignoring %s=%r: expected a number of seconds > 0.", ENV_DOWNLOAD_TIMEOUT, raw
+            )
+    return timeout, window, int(STALL_MIN_BYTES)
 
 
 @contextlib.contextmanager
 def _part_file(folder: Path, name: str) -> Iterator[Path]:
     """A hidden temporary file next to the final path, removed unless moved away."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=_PART_SUFFIX, dir=folder)
-    os.close(fd)
     try:
-        yield Path(tmp)
+        tmp = _new_hidden_file(folder, name, _PART_SUFFIX)
+    except OSError as exc:
+        raise _CacheNotWritable(str(exc)) from exc
+    try:
+        yield tmp
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
 
 
@@ -817,52 +900,170 @@ def _clean_stale_parts(folder: Path) -> None:
                 part.unlink()
 
 
+@contextlib.contextmanager
+def _download_lock(folder: Path, names: list[str]) -> Iterator[None]:
+    """Hold ``.<name>.lock`` for each file so that concurrent processes fetch it only once.
+
+    The lock only saves bandwidth: part files and the atomic move keep the cache correct without
+    it. So where no lock can be taken (a file system without locks, a lock file owned by another
+    user) the download goes ahead unlocked, and whether the folder is writable is left to the
+    part file to find out.
+    """
+    from filelock import FileLock, Timeout
+
+    held: list[tuple[Any, Path]] = []
+    try:
+        for name in sorted(set(names)):  # one order in every process: no deadlock
+            path = folder / f".{name}{_LOCK_SUFFIX}"
+            lock = FileLock(str(path))
+            try:
+                try:
+                    lock.acquire(timeout=0)
+                except Timeout:
+                    logger.warning(
+                        "Another process is downloading %s into %s; waiting for it to finish.",
+                        name,
+                        folder,
+                    )
+                    lock.acquire(timeout=LOCK_TIMEOUT)
+            except Timeout as exc:
+                raise ModelDownloadError(
+                    f"Gave up after waiting {LOCK_TIMEOUT:g} s for another process that is "
+                    f"downloading {name} (it holds {path}). Close that napari or "
+                    "napari-sam2-webgpu process, or try again later."
+                ) from exc
+            except (OSError, NotImplementedError) as exc:
+                logger.debug("downloading %s without a lock: %s", name, exc)
+                continue
+            held.append((lock, path))
+        yield
+    finally:
+        for lock, path in reversed(held):
+            # Unlinked while still held, so no lock file is left behind; a waiter that then gets
+            # the old, unlinked file notices and locks the new one (filelock checks st_nlink).
+            with contextlib.suppress(OSError):
+                path.unlink()
+            with contextlib.suppress(OSError):
+                lock.release()
+
+
 def _fsync(path: Path) -> None:
     # Without this a power cut after os.replace could leave a named but empty file.
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
 
 
-def _http_download(url: str, dest: Path, progress: ProgressCallback | None, label: str) -> int:
-    """Fetch `url` into `dest` with pooch; return the number of bytes written."""
-    import pooch
-    import requests
+def _content_length(headers: Any) -> int:
+    try:
+        return max(int(headers.get("Content-Length") or 0), 0)
+    except ValueError:
+        return 0
 
-    bar = _PoochProgress(progress, label)
-    downloader = pooch.HTTPDownloader(
-        progressbar=bar, chunk_size=DOWNLOAD_CHUNK, timeout=DOWNLOAD_TIMEOUT
+
+def _http_download(url: str, dest: Path, progress: ProgressCallback | None, label: str) -> int:
+    """Fetch `url` into `dest`; return the number of bytes written.
+
+    Raises ModelDownloadError (HTTP error, interrupted, stalled, too slow, disk write error) or
+    _Unreachable (no connection at all).
+    """
+    import requests
+    import urllib3
+
+    timeout, window, min_bytes = _download_limits()
+    advice = (
+        f"The partial file was discarded; try again later, use a mirror ({ENV_BASE_URL}), or "
+        f"allow more time with {ENV_DOWNLOAD_TIMEOUT}=SECONDS."
     )
     try:
-        downloader(url, str(dest), None)
-    except requests.HTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
+        # identity: byte counts, Content-Length and the checksum all refer to the file itself.
+        response = requests.get(
+            url,
+            stream=True,
+            timeout=(timeout, timeout),
+            headers={"Accept-Encoding": "identity"},
+        )
+    except requests.ReadTimeout as exc:
         raise ModelDownloadError(
-            f"Download of {label} failed: HTTP {status} from {url}. Nothing was saved; check the "
-            f"URL (or {ENV_BASE_URL}) and try again."
+            f"Download of {label} from {url} stalled: the server accepted the connection but "
+            f"sent no answer within {timeout:g} s. {advice}"
         ) from exc
     except (requests.ConnectionError, requests.Timeout) as exc:
-        received = dest.stat().st_size if dest.exists() else 0
-        if received == 0:
-            raise _Unreachable(f"could not download {url}: {exc}") from exc
-        raise ModelDownloadError(
-            f"Download of {label} from {url} was interrupted after {received:,} of "
-            f"{bar.total:,} bytes ({exc}). The partial file was discarded; run again to retry."
-        ) from exc
+        raise _Unreachable(f"could not download {url}: {exc}") from exc
     except requests.RequestException as exc:
-        received = dest.stat().st_size if dest.exists() else 0
         raise ModelDownloadError(
-            f"Download of {label} from {url} failed after {received:,} of {bar.total:,} bytes "
-            f"({exc}). The partial file was discarded; run again to retry."
+            f"Download of {label} from {url} failed ({exc}). Nothing was saved; check the URL "
+            f"(or {ENV_BASE_URL}) and try again."
         ) from exc
-    written = dest.stat().st_size
-    if bar.total > 0 and written != bar.total:
+
+    with response:
+        if not response.ok:
+            raise ModelDownloadError(
+                f"Download of {label} failed: HTTP {response.status_code} from {url}. Nothing "
+                f"was saved; check the URL (or {ENV_BASE_URL}) and try again."
+            )
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        decode = encoding not in ("", "identity")
+        # Content-Length counts encoded bytes; with an encoding the file's size is unknown.
+        total = 0 if decode else _content_length(response.headers)
+        raw = response.raw
+        # read1 returns what has arrived instead of blocking until a whole chunk is in, so the
+        # progress and the stall rule see a slow server as it is. urllib3 < 2.3 lacks it; its
+        # read blocks until n bytes arrive, so n is kept small there.
+        read1 = getattr(raw, "read1", None)
+        chunk_size = DOWNLOAD_CHUNK if read1 is not None else 16 << 10
+        read = read1 if read1 is not None else raw.read
+        bar = _Progress(progress, label, total)
+        guard = _StallGuard(window, min_bytes)
+        if total > 0:
+            bar.update(0, force=True)
+        done = 0
+        with open(dest, "wb") as fh:
+            while True:
+                try:
+                    chunk = read(chunk_size, decode_content=decode)
+                except urllib3.exceptions.ReadTimeoutError as exc:
+                    raise ModelDownloadError(
+                        f"Download of {label} from {url} stalled: no data for {timeout:g} s "
+                        f"after {done:,} of {_fmt_total(total)}. {advice}"
+                    ) from exc
+                except (urllib3.exceptions.HTTPError, OSError) as exc:
+                    raise ModelDownloadError(
+                        f"Download of {label} from {url} was interrupted after {done:,} of "
+                        f"{_fmt_total(total)} ({exc}). The partial file was discarded; run again "
+                        "to retry."
+                    ) from exc
+                if not chunk:
+                    break
+                try:
+                    fh.write(chunk)
+                except OSError as exc:
+                    raise ModelDownloadError(
+                        f"Could not write the download of {label} to {dest.parent} ({exc}). "
+                        "The partial file was discarded; free some space or choose another cache "
+                        f"folder ({ENV_CACHE_DIR}), then try again."
+                    ) from exc
+                done += len(chunk)
+                bar.update(done)
+                recent = guard.check(done)
+                if recent is not None:
+                    raise ModelDownloadError(
+                        f"Download of {label} from {url} is too slow (stalled): only {recent:,} "
+                        f"bytes arrived in the last {window:g} s (at least {min_bytes:,} "
+                        f"expected), {done:,} of {_fmt_total(total)} in all. {advice}"
+                    )
+    if total > 0 and done != total:
         raise ModelDownloadError(
-            f"Download of {label} from {url} is incomplete: got {written:,} of {bar.total:,} "
+            f"Download of {label} from {url} is incomplete: got {done:,} of {total:,} "
             "bytes. The partial file was discarded; run again to retry."
         )
-    if bar.total == 0 and progress is not None:
-        progress(written, written, label)  # no Content-Length: report the end once
-    return written
+    if total == 0:
+        bar.total = done  # no size announced: report the end once, as done == total
+    bar.update(done, force=True)
+    return done
+
+
+def _fmt_total(total: int) -> str:
+    return f"{total:,} bytes" if total > 0 else "an unknown number of bytes"
 
 
 def _verify_part(part: Path, *, label: str, source: str, sha256: str, size: int) -> str:
@@ -884,9 +1085,16 @@ def _verify_part(part: Path, *, label: str, source: str, sha256: str, size: int)
 
 
 def _install(part: Path, dest: Path, got: str, mf: ModelFile) -> None:
-    _fsync(part)
-    _remove_stamp(dest)  # never leave an old stamp describing new bytes, even for an instant
-    os.replace(part, dest)
+    try:
+        _fsync(part)
+        _remove_stamp(dest)  # never leave an old stamp describing new bytes, even for an instant
+        os.replace(part, dest)
+    except OSError as exc:
+        raise ModelDownloadError(
+            f"Could not move the verified download of {mf.filename} into place at {dest} "
+            f"({exc}); it was discarded. Check that the cache folder is writable and has free "
+            "space, then try again."
+        ) from exc
     trust = "published" if mf.has_checksum else "first-use"
     if trust == "first-use":
         logger.warning(
@@ -1009,6 +1217,11 @@ def _not_available_message(
         "and place the files under exactly those names in the folder above, then try again; "
         "they are checked against the sha256 values listed."
     )
+    if any(state.status == "corrupt" for state in states.values()):
+        lines.append(
+            "A corrupted file is never used: delete it (or overwrite it with a good copy from a "
+            "machine with internet access) before placing the new one."
+        )
     if not spec.fully_verified:
         lines.append(
             f"Files without a published sha256 are accepted only with {ENV_ALLOW_UNVERIFIED}=1 "
@@ -1033,6 +1246,65 @@ def _not_available_message(
     return "\n".join(lines)
 
 
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest existing path at or above `folder` if it is not a folder, else None."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            return None if path.is_dir() else path
+    return None
+
+
+def _not_writable_message(
+    spec: ModelSpec,
+    folder: Path,
+    files: list[ModelFile],
+    states: dict[str, _FileState],
+    exc: BaseException | None,
+) -> str:
+    blocker = _file_in_the_way(folder)
+    if blocker == folder:
+        problem = "it is a file, not a folder"
+    elif blocker is not None:
+        problem = f"{blocker} is a file, not a folder"
+    else:
+        why = getattr(exc, "strerror", None) or str(exc or "permission denied")
+        problem = f"it {'is not writable' if folder.is_dir() else 'cannot be created'} ({why})"
+    lines = [
+        f"SAM2.1 model {spec.name!r} cannot be downloaded into the cache folder {folder}: "
+        f"{problem}. Set {ENV_CACHE_DIR} to a writable folder, or have someone who can write "
+        "there place these files (see `napari-sam2-webgpu models` and docs/models.md):"
+    ]
+    for mf in files:
+        state = states.get(mf.filename, _FileState("missing"))
+        lines.append(
+            f"  {folder / mf.filename}  ({_fmt_size(mf.size)}, {_fmt_sha(mf.sha256)}) "
+            f"- {state.status}"
+        )
+    return "\n".join(lines)
+
+
+def _corrupt_warning(path: Path, mf: ModelFile, state: _FileState, offline: bool) -> None:
+    if not offline:
+        logger.warning("Cached %s is corrupted (%s); downloading it again.", path, state.detail)
+        return
+    logger.warning(
+        "Cached %s is corrupted (%s) and cannot be replaced in offline mode. Delete it and "
+        "download the model on a machine with internet access, or copy a good file to that "
+        "path (expected %s).",
+        path,
+        state.detail,
+        _fmt_sha(mf.sha256),
+    )
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def _unverified_message(spec: ModelSpec, files: list[ModelFile], folder: Path) -> str:
     names = ", ".join(mf.filename for mf in files)
     return (
@@ -1051,6 +1323,23 @@ def _unverified_message(spec: ModelSpec, files: list[ModelFile], folder: Path) -
 # --------------------------------------------------------------------------------------------
 # Public entry point
 # --------------------------------------------------------------------------------------------
+
+
+def _download(
+    todo: list[ModelFile], folder: Path, base_url: str | None, progress: ProgressCallback | None
+) -> None:
+    if base_url:
+        for mf in todo:
+            _fetch_direct(f"{base_url}/{mf.filename}", mf, folder, progress)
+        return
+    by_archive: dict[ModelArchive, list[ModelFile]] = {}
+    for mf in todo:
+        if mf.archive is None:
+            _fetch_direct(mf.url, mf, folder, progress)
+        else:
+            by_archive.setdefault(mf.archive, []).append(mf)
+    for archive, files in by_archive.items():
+        _fetch_from_archive(archive, files, folder, progress)
 
 
 def ensure_model(
@@ -1096,14 +1385,24 @@ def ensure_model(
     ModelNotAvailableError
         Offline or server unreachable while a file is missing or corrupted in the cache. The
         message says what to download from where, the cache folder and file names, and the
-        environment variables.
+        environment variables. Also raised when a file is needed but the cache folder cannot be
+        written (read-only, or a file where the folder should be); the message names the paths
+        the files belong at and :data:`ENV_CACHE_DIR`.
     ModelDownloadError
-        HTTP error, interrupted transfer, wrong size or checksum. Nothing is left at the final
-        path; run again to retry.
+        HTTP error, interrupted or stalled transfer (see :data:`DOWNLOAD_TIMEOUT`,
+        :data:`STALL_SECONDS`, :data:`STALL_MIN_BYTES` and :data:`ENV_DOWNLOAD_TIMEOUT`), wrong
+        size or checksum. Nothing is left at the final path; run again to retry.
+
     ModelUnverifiedError
         A needed file has no published checksum and `allow_unverified` is off.
     ValueError
         Unknown model name.
+
+    Notes
+    -----
+    A cache that already holds verified files is only read (it may be read-only). While a file
+    is downloaded its lock file is held, so another process asking for the same file waits and
+    then uses it instead of downloading it again.
     """
     spec = _resolve_spec(model)
     folder = Path(cache) if cache is not None else cache_dir()
@@ -1116,6 +1415,7 @@ def ensure_model(
         allow_unverified = _env_flag(ENV_ALLOW_UNVERIFIED)
 
     states: dict[str, _FileState] = {}
+    seen: dict[str, tuple[int, int, int] | None] = {}
     todo: list[ModelFile] = []
     for mf in spec.files:
         path = folder / mf.filename
@@ -1124,17 +1424,18 @@ def ensure_model(
             # The user placed (or kept) a file we cannot check and said to trust it.
             got = sha256_file(path)
             logger.warning("Trusting %s on first use (sha256 %s).", path, got)
-            _write_stamp(path, got, trust="first-use")
+            _write_stamp(path, got, trust="first-use")  # a read-only cache just asks again
             state = _FileState("ok")
         if state.status == "corrupt":
-            logger.warning("Cached %s is corrupted (%s); it will be replaced.", path, state.detail)
+            _corrupt_warning(path, mf, state, offline)
         states[mf.filename] = state
+        seen[mf.filename] = _stat_key(path)
         if state.status != "ok":
             todo.append(mf)
 
     paths = ModelPaths(folder / spec.encoder.filename, folder / spec.decoder.filename)
     if not todo:
-        return paths
+        return paths  # nothing is written: a read-only cache with verified files is enough
     if offline:
         raise ModelNotAvailableError(
             _not_available_message(
@@ -1145,21 +1446,28 @@ def ensure_model(
     if unchecked and not allow_unverified:
         raise ModelUnverifiedError(_unverified_message(spec, unchecked, folder))
 
-    folder.mkdir(parents=True, exist_ok=True)
-    _clean_stale_parts(folder)
     try:
-        if base_url:
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelNotAvailableError(
+            _not_writable_message(spec, folder, todo, states, exc)
+        ) from exc
+    try:
+        with _download_lock(folder, [mf.filename for mf in todo]):
+            # Another process may have installed a file while this one checked or waited.
             for mf in todo:
-                _fetch_direct(f"{base_url}/{mf.filename}", mf, folder, progress)
-        else:
-            by_archive: dict[ModelArchive, list[ModelFile]] = {}
-            for mf in todo:
-                if mf.archive is None:
-                    _fetch_direct(mf.url, mf, folder, progress)
-                else:
-                    by_archive.setdefault(mf.archive, []).append(mf)
-            for archive, files in by_archive.items():
-                _fetch_from_archive(archive, files, folder, progress)
+                path = folder / mf.filename
+                if _stat_key(path) != seen[mf.filename]:
+                    states[mf.filename] = _check_cached(path, mf)
+            todo = [mf for mf in todo if states[mf.filename].status != "ok"]
+            if todo:
+                _clean_stale_parts(folder)
+                _download(todo, folder, base_url, progress)
+    except _CacheNotWritable as exc:
+        raise ModelNotAvailableError(
+            _not_writable_message(spec, folder, todo, states, exc.__cause__)
+        ) from exc
     except _Unreachable as exc:
         for mf in todo:  # report what is still missing after the partial success, if any
             states[mf.filename] = _check_cached(folder / mf.filename, mf)
