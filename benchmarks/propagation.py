@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_sam2_webgpu.postprocess import mask_iou
+from napari_sam2_webgpu.runtime import PROVIDERS
 
 
 def synthetic_stack(num_frames: int, side: int = 1024, seed: int = 0) -> np.ndarray:
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", nargs="+", default=["tiny"])
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--side", type=int, default=1024)
-    parser.add_argument("--backends", nargs="+", default=["webgpu"], choices=["webgpu", "cpu"])
+    parser.add_argument("--backends", nargs="+", default=["webgpu"], choices=PROVIDERS)
     parser.add_argument(
         "--torch",
         nargs="*",

@@ -329,7 +329,7 @@ def test_device_resident_embeddings_give_the_same_tracks(micro_model_files, stac
     """With embeddings bound to device memory (the WebGPU path; the CPU EP's memory stands in
     here), memory attention leaves its output on the device for the decoder: same masks."""
     ort = pytest.importorskip("onnxruntime")
-    from napari_sam2_webgpu.iobinding import BoundEncoder, DeviceIO, static_shape
+    from napari_sam2_webgpu.runtime.iobinding import BoundEncoder, DeviceIO, static_shape
 
     cpu = next(d for d in ort.get_ep_devices() if d.ep_name == "CPUExecutionProvider")
     device = DeviceIO.for_ep_device(cpu)

@@ -18,6 +18,7 @@ from typing import TextIO
 import numpy as np
 
 from .postprocess import mask_iou
+from .runtime.backend import PROVIDERS
 
 
 @dataclass
@@ -125,15 +126,17 @@ class PathResult:
 
 
 def _model_files(size: str, model_dir: str | None) -> tuple[Path, Path]:
+    from .models import IMAGE_COMPONENTS, component_filename, ensure_model, model_stem
+
     if model_dir:
         folder = Path(model_dir)
-        for stem in (f"sam2.1_hiera_{size}", size):
-            enc, dec = folder / f"{stem}.encoder.onnx", folder / f"{stem}.decoder.onnx"
+        for stem in (model_stem(size), size):
+            enc, dec = (folder / component_filename(stem, c) for c in IMAGE_COMPONENTS)
             if enc.is_file() and dec.is_file():
                 return enc, dec
         raise FileNotFoundError(f"No {size} encoder/decoder pair in {folder}")
-    from .models import ensure_model
-
+    # The published pair, not resolve_model's choice: a size names the same bytes on every
+    # machine, so tables from different machines compare.
     paths = ensure_model(size)
     return paths.encoder, paths.decoder
 
@@ -256,7 +259,7 @@ def format_parity(results: Sequence[PathResult]) -> str:
 
 def run_benchmark(
     sizes: Sequence[str] = ("tiny",),
-    backends: Sequence[str] = ("webgpu", "cpu"),
+    backends: Sequence[str] = PROVIDERS,
     *,
     model_dir: str | None = None,
     encoder: str | None = None,

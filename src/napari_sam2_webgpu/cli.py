@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .imagefiles import MAX_LABEL
+from .runtime.backend import BACKENDS, PROVIDERS
 
-BACKEND_CHOICES = ("auto", "webgpu", "cpu")
 _LABEL_HELP = f"value written for the object, 1 to {MAX_LABEL}; the output dtype follows it"
 
 
@@ -193,9 +193,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     # Everything that can be checked is checked before a model is loaded or downloaded.
     _check_model_args(args)
     if not args.encoder:
-        from .models import get_spec
+        from .models import check_size
 
-        get_spec(args.model)  # an unknown size fails here, not after reading the image
+        check_size(args.model)  # an unknown size fails here, not after reading the image
     out = check_label_output(
         args.out, max_label=args.label, inputs=[args.image], overwrite=args.overwrite
     )
@@ -371,10 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("segment", help="segment one object in an image file from prompts")
     p.add_argument("image", help="image file (.tif, .png, .jpg, .npy)")
-    p.add_argument("--model", default="tiny", help="registry model size (default tiny)")
+    p.add_argument(
+        "--model",
+        default="tiny",
+        help="model size (default tiny): its --install export if there is one, else the download",
+    )
     p.add_argument("--encoder", help="custom encoder ONNX (with --decoder)")
     p.add_argument("--decoder", help="custom decoder ONNX (with --encoder)")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument(
         "--point",
         type=_point,
@@ -406,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="tiny", help="size of a model exported with --install")
     p.add_argument("--encoder", help="custom encoder ONNX (video files beside it, same stem)")
     p.add_argument("--decoder", help="custom decoder ONNX (with --encoder)")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument(
         "--point", type=_point, action="append", metavar="X,Y[,LABEL]", help="a prompt point"
     )
@@ -446,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time session creation, encode and decode per backend")
     p.add_argument("--sizes", nargs="+", default=["tiny"], help="model sizes to time")
-    p.add_argument("--backends", nargs="+", default=["webgpu", "cpu"], choices=BACKEND_CHOICES)
+    p.add_argument("--backends", nargs="+", default=list(PROVIDERS), choices=BACKENDS)
     p.add_argument(
         "--model-dir",
         help="folder with <name>.encoder.onnx/<name>.decoder.onnx; default: the model cache",

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .models import VIDEO_COMPONENTS, component_filename, model_stem
 from .predictor import DECODER_INPUTS, ENCODER_INPUT, ENCODER_OUTPUTS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -306,7 +307,7 @@ def export_onnx(
     model: Any,
     out_dir: str | os.PathLike,
     *,
-    name: str = "sam2.1_hiera_tiny",
+    name: str = model_stem("tiny"),
     size: str = "tiny",
     fp16: bool = False,
     opset: int = 17,
@@ -353,8 +354,8 @@ def export_onnx(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    encoder_path = out / f"{name}.encoder.onnx"
-    decoder_path = out / f"{name}.decoder.onnx"
+    encoder_path = out / component_filename(name, "encoder")
+    decoder_path = out / component_filename(name, "decoder")
     encoder = _encoder_module(model)
     decoder = _decoder_module(model)
     image = torch.randn(1, 3, model.image_size, model.image_size)
@@ -384,7 +385,7 @@ def export_onnx(
     }
     targets = [encoder_path, decoder_path]
     if video:
-        targets += [out / f"{name}.memory_attention.onnx", out / f"{name}.memory_encoder.onnx"]
+        targets += [out / component_filename(name, c) for c in VIDEO_COMPONENTS]
     parts = [p.with_name(p.name + ".part") for p in targets]
     try:
         _export_one(
@@ -598,5 +599,5 @@ def export_checkpoint(
     ExportResult
     """
     model = build_sam2_model(size, checkpoint, config=config, seed=seed)
-    stem = name or f"sam2.1_hiera_{size}" + (".fp16" if fp16 else "")
+    stem = name or model_stem(size) + (".fp16" if fp16 else "")
     return export_onnx(model, out_dir, name=stem, size=size, fp16=fp16, video=video)

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import postprocess
-from .iobinding import BoundEncoder, DeviceIO, is_device_value, run_bound, static_shape
 from .preprocess import MODEL_SIZE, ImageError, prepare_image
+from .runtime.iobinding import BoundEncoder, DeviceIO, is_device_value, run_bound, static_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runtime import BackendInfo
@@ -281,7 +281,9 @@ class Sam2Predictor:
         encoder_session, info = create_session(encoder, info, provider_options=capture)
         # The decoder follows the encoder's provider so a fallback is decided once.
         decoder_session, info = create_session(decoder, info)
-        stem = Path(encoder).name.removesuffix(".onnx").removesuffix(".encoder")
+        from .models import stem_of
+
+        stem = stem_of(encoder)
         predictor = cls(
             encoder_session,
             decoder_session,
@@ -397,12 +399,16 @@ class Sam2Predictor:
         cache: str | os.PathLike | None = None,
         **options: Any,
     ) -> Sam2Predictor:
-        """Load a registry model, downloading and caching it on first use.
+        """Load the model of a size, downloading and caching the registry pair on first use.
+
+        Which files: :func:`napari_sam2_webgpu.models.resolve_model`, the policy the widget and
+        the CLI use too. A model installed with ``napari-sam2-webgpu export --size SIZE
+        --checkpoint ... --install`` wins; otherwise the published pair of that size.
 
         Parameters
         ----------
-        size : {"tiny", "small", "base_plus", "large"}
-            SAM2.1 model size.
+        size : {"tiny", "small", "base_plus", "large"} or str
+            SAM2.1 model size, or the size of an installed export.
         backend : {"auto", "webgpu", "cpu"}
             See :meth:`from_files`.
         progress : callable, optional
@@ -416,9 +422,9 @@ class Sam2Predictor:
         -------
         Sam2Predictor
         """
-        from .models import ensure_model
+        from .models import resolve_model
 
-        paths = ensure_model(size, progress=progress, cache=Path(cache) if cache else None)
+        paths = resolve_model(size, progress=progress, cache=Path(cache) if cache else None)
         return cls.from_files(
             paths.encoder, paths.decoder, backend, name=f"sam2.1 {size}", **options
         )

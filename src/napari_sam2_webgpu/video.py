@@ -31,9 +31,9 @@ import numpy as np
 
 from . import postprocess
 from .embedding_cache import EmbeddingCache, EmbeddingKey
-from .iobinding import is_device_value, run_bound
 from .predictor import LOW_RES, ImageEmbedding, PromptError, Sam2Predictor, check_prompts
 from .preprocess import ImageError
+from .runtime.iobinding import is_device_value, run_bound
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runtime import BackendInfo
@@ -349,11 +349,18 @@ class Sam2Propagator:
         """Load the exported video model of ``size`` from the model cache.
 
         The files come from ``napari-sam2-webgpu export --size SIZE --checkpoint ... --install``
-        (SAM2's memory components are not published as ONNX anywhere).
-        """
-        from .models import find_video_model
+        (SAM2's memory components are not published as ONNX anywhere); they are found by
+        :func:`napari_sam2_webgpu.models.resolve_model` with ``video=True``, so the image part is
+        the same model :meth:`Sam2Predictor.from_pretrained` loads for that size.
 
-        paths = find_video_model(size, cache=Path(cache) if cache else None)
+        Raises
+        ------
+        napari_sam2_webgpu.models.ModelNotAvailableError
+            ``size`` was not exported; the message gives the command that does it.
+        """
+        from .models import resolve_model
+
+        paths = resolve_model(size, video=True, cache=Path(cache) if cache else None)
         return cls.from_files(*paths.files, backend, name=f"sam2.1 {size}", **options)
 
     def reset_timings(self) -> None:

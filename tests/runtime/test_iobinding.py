@@ -9,10 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam2_webgpu.iobinding import BoundEncoder, DeviceIO, is_device_value, static_shape
 from napari_sam2_webgpu.predictor import ImageEmbedding
+from napari_sam2_webgpu.runtime.iobinding import (
+    BoundEncoder,
+    DeviceIO,
+    is_device_value,
+    static_shape,
+)
 
-from .conftest import blob_image
+from ..conftest import blob_image
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,16 @@
-"""Keep image embeddings on the GPU between the encoder and every decode (ONNX Runtime IO binding).
+"""Keep image embeddings in device memory between the encoder and every decode (IO binding).
 
-Copying the ~16 MB of embeddings from the GPU after encoding and back to it on every click cost
-more than the computation itself on WebGPU (H100: 25 ms of a 61 ms tiny encode, 20 ms of a
-41 ms decode; docs/benchmarks.md). With IO binding the encoder writes into device buffers that
-the decoder reads directly; only the prompts go up and the low-resolution masks come down.
+Copying the encoder's outputs (about 16 MB) from the GPU after encoding and back to it on every
+click costs more than the computation itself on WebGPU (measured in docs/benchmarks.md). With
+ONNX Runtime's IO binding the encoder writes into device buffers that the decoder reads
+directly; only the prompts go up and the low-resolution masks come down.
 
 The encoder can also run as a captured graph (the WebGPU EP's ``enableGraphCapture``): the whole
 command sequence is recorded once and replayed, removing the per-kernel CPU overhead that
 dominates small models. A captured graph writes into fixed buffers, so each result is copied
 (on the device) into fresh buffers owned by its ``ImageEmbedding``.
+
+``onnxruntime`` is imported inside the functions, so importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+__all__ = ["BoundEncoder", "DeviceIO", "is_device_value", "run_bound", "static_shape"]
 
 logger = logging.getLogger("napari_sam2_webgpu")
 
@@ -108,6 +112,10 @@ class BoundEncoder:
         Where the outputs live.
     output_shapes : dict
         Static shape of each output.
+    input_name : str
+        The encoder's image input.
+    input_shape : tuple of int
+        Its static shape (the fixed input buffer of a captured graph).
     graph_capture : bool
         Replay a captured graph (input and outputs in fixed device buffers).
     """
@@ -165,10 +173,22 @@ def run_bound(
 ) -> list[Any]:
     """Run a session whose inputs may be device-resident ``OrtValue``s or numpy arrays.
 
-    Device inputs are read where they are (IO binding); numpy inputs are copied in. Outputs named
-    in ``device_outputs`` are written into those device tensors and returned as they are; every
-    other output comes back as a numpy array. Without device values either way, this is a plain
-    ``session.run``.
+    Device inputs are read where they are (IO binding); numpy inputs are copied in. Without
+    device values either way, this is a plain ``session.run``.
+
+    Parameters
+    ----------
+    session : onnxruntime.InferenceSession
+    feeds : dict of str to numpy.ndarray or onnxruntime.OrtValue
+        Every input of the session.
+    device_outputs : dict of str to onnxruntime.OrtValue, optional
+        Outputs to write into these device tensors instead of host arrays.
+
+    Returns
+    -------
+    list
+        One value per session output, in order: the tensor from ``device_outputs`` for the
+        outputs named there, a numpy array for every other.
     """
     device_outputs = device_outputs or {}
     if not device_outputs and not any(is_device_value(v) for v in feeds.values()):
