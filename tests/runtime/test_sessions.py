@@ -119,3 +119,11 @@ def test_garbage_file_on_webgpu_is_not_a_fallback(tmp_path, caplog):
 def test_create_session_bad_arguments(tiny_model, kwargs, match):
     with pytest.raises(ValueError, match=match):
         create_session(tiny_model[0], "cpu", **kwargs)
+
+
+@pytest.mark.parametrize("arena", [True, False])
+def test_cpu_memory_arena_is_a_choice(tiny_model, arena):
+    path, w = tiny_model
+    session, _ = create_session(path, "cpu", cpu_memory_arena=arena)
+    assert session.get_session_options().enable_cpu_mem_arena is arena
+    check_numbers(session, w)

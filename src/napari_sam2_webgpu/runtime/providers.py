@@ -35,7 +35,9 @@ GRAPH_OPTIMIZATION_LEVELS = {
 }
 
 
-def session_options(graph_optimization: str, intra_op_threads: int | None) -> Any:
+def session_options(
+    graph_optimization: str, intra_op_threads: int | None, memory_arena: bool = True
+) -> Any:
     """``SessionOptions`` with the given optimisation level and threads, logging errors only.
 
     Parameters
@@ -44,6 +46,9 @@ def session_options(graph_optimization: str, intra_op_threads: int | None) -> An
         A key of :data:`GRAPH_OPTIMIZATION_LEVELS`.
     intra_op_threads : int or None
         Threads for one operator; ONNX Runtime's default when None.
+    memory_arena : bool
+        Whether host memory comes from ONNX Runtime's arena, which keeps its largest size for the
+        session's lifetime. Off, large buffers go back to the system after each run.
 
     Returns
     -------
@@ -57,6 +62,7 @@ def session_options(graph_optimization: str, intra_op_threads: int | None) -> An
     )
     if intra_op_threads is not None:
         so.intra_op_num_threads = intra_op_threads
+    so.enable_cpu_mem_arena = memory_arena
     # Errors only: placement warnings (e.g. shape ops kept on the CPU) are expected and noisy.
     so.log_severity_level = 3
     return so
@@ -89,8 +95,10 @@ def model_error(exc: Exception, path: Path) -> Exception | None:
     return None
 
 
-def create_cpu_session(path: Path, graph_optimization: str, threads: int | None) -> Any:
-    """A session on the CPU execution provider.
+def create_cpu_session(
+    path: Path, graph_optimization: str, threads: int | None, memory_arena: bool = True
+) -> Any:
+    """A session on the CPU execution provider (arguments as for :func:`session_options`).
 
     Raises
     ------
@@ -99,7 +107,7 @@ def create_cpu_session(path: Path, graph_optimization: str, threads: int | None)
     """
     import onnxruntime as ort
 
-    so = session_options(graph_optimization, threads)
+    so = session_options(graph_optimization, threads, memory_arena)
     try:
         return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -115,6 +123,7 @@ def create_webgpu_session(
     provider_options: dict[str, str],
     graph_optimization: str,
     threads: int | None,
+    memory_arena: bool = True,
 ) -> Any:
     """A session on WebGPU (nodes WebGPU lacks still run on the CPU).
 
@@ -127,8 +136,8 @@ def create_webgpu_session(
         otherwise the plugin EP's device is used.
     provider_options : dict of str to str
         Options for the WebGPU execution provider.
-    graph_optimization, threads
-        As for :func:`session_options`.
+    graph_optimization, threads, memory_arena
+        As for :func:`session_options` (the arena is that of host memory).
 
     Returns
     -------
@@ -142,7 +151,7 @@ def create_webgpu_session(
     """
     import onnxruntime as ort
 
-    so = session_options(graph_optimization, threads)
+    so = session_options(graph_optimization, threads, memory_arena)
     data = model if isinstance(model, bytes) else str(model)
     # Without enable_fallback=0, ORT prints the EP error, quietly retries on the CPU and the
     # reason is lost; older versions ignore the keyword, and get_providers() below still holds.

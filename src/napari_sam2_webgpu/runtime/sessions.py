@@ -79,6 +79,7 @@ def create_session(
     provider_options: dict[str, str] | None = None,
     graph_optimization: str = "all",
     intra_op_threads: int | None = None,
+    cpu_memory_arena: bool = True,
 ) -> tuple[onnxruntime.InferenceSession, BackendInfo]:
     """Create an ONNX Runtime session on the resolved execution provider.
 
@@ -94,6 +95,11 @@ def create_session(
         ONNX Runtime graph optimisation level.
     intra_op_threads : int, optional
         Threads for one operator (ONNX Runtime's default, all physical cores, when None).
+    cpu_memory_arena : bool
+        Keep host memory in ONNX Runtime's arena (fast reuse, held at its peak for the
+        session's lifetime). Turn it off for models whose intermediate sizes change from run to
+        run (memory attention's grows with the memory bank): they would hold the largest run's
+        buffers for good.
 
     Returns
     -------
@@ -120,9 +126,9 @@ def create_session(
     if info.provider == "webgpu":
         try:
             session = providers.create_webgpu_session(
-                path, info.webgpu_source, options, opt, intra_op_threads
+                path, info.webgpu_source, options, opt, intra_op_threads, cpu_memory_arena
             )
             return session, info
         except Exception as exc:
             info = _webgpu_failed(exc, path, info)
-    return providers.create_cpu_session(path, opt, intra_op_threads), info
+    return providers.create_cpu_session(path, opt, intra_op_threads, cpu_memory_arena), info
