@@ -90,8 +90,9 @@ def run_ours(files, backend: str, frames: np.ndarray) -> dict:
 def run_official(model, size: str, frames: np.ndarray, device: str, bf16: bool) -> dict:
     import sam2.sam2_video_predictor as svp
     import torch
+    from sam2.build_sam import build_sam2_video_predictor
 
-    from napari_sam2_webgpu.export import build_official_video_predictor
+    from napari_sam2_webgpu.export import hydra_config
     from napari_sam2_webgpu.preprocess import prepare_image
 
     def sync():
@@ -99,7 +100,10 @@ def run_official(model, size: str, frames: np.ndarray, device: str, bf16: bool) 
             torch.cuda.synchronize()
 
     start = time.perf_counter()
-    ref = build_official_video_predictor(model, size, device=device)
+    config, overrides = hydra_config(size)
+    ref = build_sam2_video_predictor(config, None, device=device, hydra_overrides_extra=overrides)
+    ref.load_state_dict(model.state_dict())
+    ref = ref.to(device).eval()
     sync()
     load_s = time.perf_counter() - start
     images = torch.from_numpy(np.concatenate([prepare_image(f) for f in frames]))

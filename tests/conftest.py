@@ -43,6 +43,19 @@ def micro_predictor(micro_model_files):
     return Sam2Predictor.from_files(files.encoder, files.decoder, backend="cpu")
 
 
+@pytest.fixture(scope="session")
+def cpu_device_io():
+    """A ``DeviceIO`` on the CPU EP's own memory: stands in for GPU memory in device-path tests."""
+    ort = pytest.importorskip("onnxruntime")
+    from napari_sam2_webgpu.runtime.iobinding import DeviceIO
+
+    cpu = next(d for d in ort.get_ep_devices() if d.ep_name == "CPUExecutionProvider")
+    device = DeviceIO.for_ep_device(cpu)
+    if device is None:
+        pytest.skip("this onnxruntime cannot bind tensors to an EP device's memory")
+    return device
+
+
 def blob_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     """A uint8 RGB image with a few bright blobs on a textured background."""
     rng = np.random.default_rng(seed)

@@ -252,7 +252,7 @@ def test_import_is_light():
 
 
 def test_propagate_writes_a_label_stack(micro_model_files, tmp_path, capsys):
-    from .test_video import moving_blob_stack
+    from .video.test_propagator import moving_blob_stack
 
     _, files = micro_model_files
     stack_path, out = tmp_path / "stack.npy", tmp_path / "labels.npy"

@@ -17,7 +17,7 @@ from typing import TextIO
 
 import numpy as np
 
-from .postprocess import mask_iou
+from .image.postprocess import mask_iou
 from .runtime.backend import PROVIDERS
 
 
@@ -175,7 +175,7 @@ def measure_path(
     -------
     PathResult
     """
-    from .predictor import Sam2Predictor
+    from .image.predictor import Sam2Predictor
 
     gpu_before = gpu_memory_used_mb()
     start = time.perf_counter()
@@ -185,8 +185,8 @@ def measure_path(
     image = test_image(1024)
     encode = time_calls(lambda: predictor.set_image(image), repeats)
     point = {"point_coords": [[300.0, 420.0]], "point_labels": [1]}
-    feeds, _ = predictor._decoder_feeds(**point)
-    decode = time_calls(lambda: predictor._run_decoder(feeds), repeats)
+    feeds, _ = predictor.decoder.feeds(predictor.embedding, **point)
+    decode = time_calls(lambda: predictor.decoder.run(feeds), repeats)
     # New image to first mask: the honest figure when GPU work is queued asynchronously.
     first_mask = time_calls(
         lambda: (predictor.set_image(image), predictor.predict(**point)), repeats

@@ -15,6 +15,7 @@ import numpy as np
 
 from .imagefiles import MAX_LABEL
 from .runtime.backend import BACKENDS, PROVIDERS
+from .video import DIRECTIONS
 
 _LABEL_HELP = f"value written for the object, 1 to {MAX_LABEL}; the output dtype follows it"
 
@@ -162,7 +163,7 @@ def _prompt_arrays(args: argparse.Namespace) -> tuple[np.ndarray | None, np.ndar
 
 
 def _check_prompts(args: argparse.Namespace, image_hw: tuple[int, int]) -> None:
-    from .predictor import check_prompts
+    from .image.prompts import check_prompts
 
     if not args.point and not args.box:
         raise CommandError("give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")
@@ -179,7 +180,7 @@ def _check_model_args(args: argparse.Namespace) -> None:
 
 
 def _load_predictor(args: argparse.Namespace):
-    from .predictor import Sam2Predictor
+    from .image.predictor import Sam2Predictor
 
     if args.encoder:
         return Sam2Predictor.from_files(args.encoder, args.decoder, args.backend)
@@ -187,8 +188,8 @@ def _load_predictor(args: argparse.Namespace):
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
+    from .image.preprocess import check_image
     from .imagefiles import check_label_output, label_dtype, read_image, write_labels
-    from .preprocess import check_image
 
     # Everything that can be checked is checked before a model is loaded or downloaded.
     _check_model_args(args)
@@ -294,7 +295,7 @@ def _load_propagator(args: argparse.Namespace):
 
 
 def _check_stack(stack: np.ndarray, args: argparse.Namespace) -> tuple[int, int]:
-    from .preprocess import ImageError, check_image
+    from .image.preprocess import ImageError, check_image
 
     if stack.ndim not in (3, 4):
         raise ImageError(
@@ -420,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--contrast", type=_contrast, metavar="LOW,HIGH", help="intensity range, LOW < HIGH"
     )
-    p.add_argument("--direction", choices=("forward", "backward", "both"), default="both")
+    p.add_argument("--direction", choices=DIRECTIONS, default="both")
     p.add_argument("--label", type=_label, default=1, help=_LABEL_HELP)
     p.add_argument("--out", required=True, help="output label stack (.tif, .npy)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -477,10 +478,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s: %(message)s",
     )
+    from .image.preprocess import ImageError
+    from .image.prompts import PromptError
     from .imagefiles import ImageFileError
     from .models import ModelError
-    from .predictor import PromptError
-    from .preprocess import ImageError
     from .runtime import WebGPUUnavailableError
 
     try:

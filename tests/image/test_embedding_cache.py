@@ -7,13 +7,13 @@ import threading
 import numpy as np
 import pytest
 
-from napari_sam2_webgpu.embedding_cache import (
+from napari_sam2_webgpu.image.embedding_cache import (
     DEFAULT_MAX_BYTES,
     ENV_CACHE_BYTES,
     EmbeddingCache,
     EmbeddingKey,
 )
-from napari_sam2_webgpu.predictor import ImageEmbedding
+from napari_sam2_webgpu.image.encoder import ImageEmbedding
 
 
 def fake(nbytes: int) -> ImageEmbedding:

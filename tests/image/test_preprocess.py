@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam2_webgpu.preprocess import (
+from napari_sam2_webgpu.image.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     MODEL_SIZE,
@@ -17,7 +17,7 @@ from napari_sam2_webgpu.preprocess import (
     resize_weights,
 )
 
-from .conftest import blob_image
+from ..conftest import blob_image
 
 # (input length, output length): down- and up-sampling, odd ratios, identity.
 RESIZES = [
@@ -156,7 +156,7 @@ def test_flat_image_prepares_without_error():
 
 @pytest.mark.parametrize("limits", [(200, 10), (10, 10)])
 def test_reversed_or_empty_contrast_limits_are_refused(limits):
-    from napari_sam2_webgpu.preprocess import ImageError, intensity_range
+    from napari_sam2_webgpu.image.preprocess import ImageError, intensity_range
 
     with pytest.raises(ImageError, match="low < high"):
         intensity_range(np.zeros((20, 20), np.uint16), limits)

@@ -7,16 +7,10 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_sam2_webgpu.postprocess import mask_iou
-from napari_sam2_webgpu.predictor import PromptError
-from napari_sam2_webgpu.preprocess import ImageError, prepare_image
-from napari_sam2_webgpu.video import (
-    PropagationCancelled,
-    Sam2Propagator,
-    fill_holes,
-    from_bfloat16,
-    to_bfloat16,
-)
+from napari_sam2_webgpu.image.postprocess import mask_iou
+from napari_sam2_webgpu.image.preprocess import ImageError, prepare_image
+from napari_sam2_webgpu.image.prompts import PromptError
+from napari_sam2_webgpu.video.propagator import PropagationCancelled, Sam2Propagator
 
 NUM_FRAMES = 9  # frame 8 tracks with the full bank: 1 prompted + 6 recent frames
 HW = (150, 190)
@@ -63,7 +57,7 @@ def _official(micro_model_files, frames, monkeypatch_module):
     import sam2.sam2_video_predictor as svp
     import torch
 
-    from napari_sam2_webgpu.export import build_official_video_predictor
+    from ..export.helpers import build_official_video_predictor
 
     model, _ = micro_model_files
     ref = build_official_video_predictor(model, "micro")
@@ -304,44 +298,14 @@ def test_decoder_without_object_pointers_is_refused(micro_model_files, tmp_path)
         )
 
 
-def test_bfloat16_round_trip_matches_torch():
-    import torch
-
-    values = np.random.default_rng(0).normal(size=1000).astype(np.float32) * 100
-    ours = from_bfloat16(to_bfloat16(values))
-    ref = torch.from_numpy(values).to(torch.bfloat16).float().numpy()
-    np.testing.assert_array_equal(ours, ref)
-
-
-def test_fill_holes_fills_only_small_holes():
-    logits = np.full((1, 1, 40, 40), 5.0, dtype=np.float32)
-    logits[..., 5:7, 5:9] = -3  # 8 px hole: filled
-    logits[..., 20:23, 20:23] = -3  # 9 px hole: kept
-    logits[..., :, 35:] = -3  # background touching the edge, large: kept
-    out = fill_holes(logits, 8)
-    assert np.all(out[..., 5:7, 5:9] == np.float32(0.1))
-    assert np.all(out[..., 20:23, 20:23] == -3)
-    assert np.all(out[..., :, 35:] == -3)
-    assert fill_holes(logits, 0) is logits
-
-
-def test_device_resident_embeddings_give_the_same_tracks(micro_model_files, stack):
+def test_device_resident_embeddings_give_the_same_tracks(micro_model_files, stack, cpu_device_io):
     """With embeddings bound to device memory (the WebGPU path; the CPU EP's memory stands in
     here), memory attention leaves its output on the device for the decoder: same masks."""
-    ort = pytest.importorskip("onnxruntime")
-    from napari_sam2_webgpu.runtime.iobinding import BoundEncoder, DeviceIO, static_shape
-
-    cpu = next(d for d in ort.get_ep_devices() if d.ep_name == "CPUExecutionProvider")
-    device = DeviceIO.for_ep_device(cpu)
-    if device is None:
-        pytest.skip("this onnxruntime cannot bind tensors to an EP device's memory")
     _, files = micro_model_files
     paths = (files.encoder, files.decoder, files.memory_attention, files.memory_encoder)
     plain, bound = (Sam2Propagator.from_files(*paths, "cpu") for _ in range(2))
-    encoder = bound.predictor._encoder
-    shapes = {o.name: static_shape(o.shape) for o in encoder.get_outputs()}
-    bound.predictor._bound_encoder = BoundEncoder(encoder, device, shapes)
-    bound.predictor.decoder_provider = "webgpu"  # as on a GPU: embeddings stay on the device
+    assert bound.predictor.encoder.bind_device(cpu_device_io, graph_capture=False)
+    bound.predictor.decoder.provider = "webgpu"  # as on a GPU: embeddings stay on the device
     results = []
     for video in (plain, bound):
         state = video.init_state(stack[:4])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam2_webgpu.postprocess import (
+from napari_sam2_webgpu.image.postprocess import (
     logits_to_masks,
     select_single_mask,
     stability_scores,

@@ -8,11 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam2_webgpu.postprocess import mask_iou
-from napari_sam2_webgpu.predictor import ImageEmbedding, PromptError, Sam2Predictor
-from napari_sam2_webgpu.preprocess import ImageError, prepare_image
+from napari_sam2_webgpu.image.encoder import ImageEmbedding
+from napari_sam2_webgpu.image.postprocess import mask_iou
+from napari_sam2_webgpu.image.predictor import Sam2Predictor
+from napari_sam2_webgpu.image.preprocess import ImageError, prepare_image
+from napari_sam2_webgpu.image.prompts import PromptError
 
-from .conftest import blob_image
+from ..conftest import blob_image
 
 H, W = 48, 64
 POINT = {"point_coords": [[30.0, 22.0]], "point_labels": [1]}
@@ -240,7 +242,9 @@ def test_box_partly_outside_is_clipped(ref):
 
 def test_predict_before_set_image(predictor, micro_model_files):
     _, files = micro_model_files
-    fresh = Sam2Predictor(predictor._encoder, predictor._decoder, predictor.backend_info)
+    fresh = Sam2Predictor(
+        predictor.encoder.session, predictor.decoder.session, predictor.backend_info
+    )
     assert not fresh.is_image_set and fresh.image_hw is None and fresh.embedding is None
     with pytest.raises(RuntimeError, match=r"set_image\(\.\.\.\) before predict"):
         fresh.predict(**POINT)
@@ -489,8 +493,8 @@ def samexporter_predictor(micro_model_files, samexporter_decoder):
 
 
 def test_samexporter_decoder_loads(samexporter_predictor):
-    outputs = [o.name for o in samexporter_predictor._decoder.get_outputs()]
-    assert outputs == ["masks", "iou_predictions"]
+    outputs = [o.name for o in samexporter_predictor.decoder.session.get_outputs()]
+    assert outputs == ["masks", "iou_predictions"] == samexporter_predictor.decoder.outputs
 
 
 def test_samexporter_decoder_multimask_matches_full_decoder(ref, samexporter_predictor):
@@ -539,3 +543,56 @@ def test_predict_best_refuses_batches(micro_predictor):
         micro_predictor.predict_best(
             point_coords=[[[10.0, 10.0]], [[50.0, 60.0]]], point_labels=[[1], [1]]
         )
+
+
+# -- an explicit embedding per decode -------------------------------------------------------
+
+
+def test_predict_on_an_explicit_embedding_leaves_the_current_image(ref):
+    other_image = blob_image(70, 90, seed=21)
+    other = ref.predictor.compute_embedding(other_image)
+    ref.predictor.set_embedding(other)
+    expected = ref.predictor.predict(point_coords=[[40.0, 30.0]], point_labels=[1])
+    ref.predictor.set_embedding(ref.embedding)
+    got = ref.predictor.predict(point_coords=[[40.0, 30.0]], point_labels=[1], embedding=other)
+    assert got[0].shape == (3, 70, 90)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_allclose(got[1], expected[1], atol=1e-6)
+    np.testing.assert_allclose(got[2], expected[2], atol=1e-6)
+    ref.assert_intact()  # the current image did not change
+    # predict_best takes one too, and its mask is the best of predict's.
+    mask, score, _ = ref.predictor.predict_best(
+        point_coords=[[40.0, 30.0]], point_labels=[1], embedding=other
+    )
+    best = int(np.argmax(expected[1]))
+    np.testing.assert_array_equal(mask, expected[0][best])
+    assert score == pytest.approx(float(expected[1][best]))
+    ref.assert_intact()
+
+
+def test_predict_with_an_embedding_needs_no_current_image(predictor, ref):
+    fresh = Sam2Predictor(
+        predictor.encoder.session, predictor.decoder.session, predictor.backend_info
+    )
+    masks, scores, _ = fresh.predict(**POINT, embedding=ref.embedding)
+    np.testing.assert_array_equal(masks, ref.masks)
+    np.testing.assert_allclose(scores, ref.scores, atol=1e-6)
+    assert not fresh.is_image_set
+    # Prompts are checked against the embedding's image, not some other one.
+    with pytest.raises(PromptError, match="outside the image"):
+        fresh.predict(point_coords=[[W + 5.0, 1.0]], point_labels=[1], embedding=ref.embedding)
+    with pytest.raises(TypeError, match="Expected an ImageEmbedding, got ndarray"):
+        fresh.predict(**POINT, embedding=ref.embedding.image_embed)
+
+
+def test_predictor_composes_a_public_encoder_and_decoder(predictor, ref):
+    from napari_sam2_webgpu.image.decoder import PromptDecoder
+    from napari_sam2_webgpu.image.encoder import ImageEncoder
+
+    assert isinstance(predictor.encoder, ImageEncoder)
+    assert isinstance(predictor.decoder, PromptDecoder)
+    assert predictor.decoder_provider == predictor.decoder.provider == "cpu"
+    emb = predictor.encoder.encode(ref.image)
+    _assert_same_embedding(emb, ref.embedding)
+    logits, scores, _ = predictor.decoder.decode(emb, **POINT)
+    np.testing.assert_allclose(scores[0], ref.scores, atol=1e-6)

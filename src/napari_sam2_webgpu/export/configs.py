@@ -1,0 +1,61 @@
+"""Which sam2 Hydra config builds each model size, including the test-only ``micro`` size.
+
+Pure Python: the names are resolved by sam2 only when a model is built.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CONFIGS", "MICRO_OVERRIDES", "hydra_config"]
+
+#: Hydra config (inside the ``sam2`` package) of each model size.
+CONFIGS: dict[str, str] = {
+    "tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    # Same graph as "tiny" with a much thinner, shallower Hiera trunk: fast tests only.
+    "micro": "configs/sam2.1/sam2.1_hiera_t.yaml",
+}
+
+#: Hydra overrides that turn the ``tiny`` config into ``micro``.
+MICRO_OVERRIDES: tuple[str, ...] = (
+    "++model.image_encoder.trunk.embed_dim=16",
+    "++model.image_encoder.trunk.num_heads=1",
+    "++model.image_encoder.trunk.stages=[1,1,2,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3]",
+    "++model.image_encoder.trunk.window_pos_embed_bkg_spatial_size=[7,7]",
+    "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]",
+    # One memory-attention layer instead of four: propagation tests stay fast on two cores.
+    "++model.memory_attention.num_layers=1",
+)
+
+
+def hydra_config(size: str, config: str | None = None) -> tuple[str, list[str]]:
+    """The sam2 config name and Hydra overrides that build a model size.
+
+    Parameters
+    ----------
+    size : str
+        A key of :data:`CONFIGS`.
+    config : str, optional
+        A sam2 config name to use instead of the size's (e.g.
+        ``configs/sam2/sam2_hiera_t.yaml`` for the original SAM2 checkpoints); the size still
+        selects the overrides.
+
+    Returns
+    -------
+    config : str
+        What ``sam2.build_sam.build_sam2`` (or ``build_sam2_video_predictor``) takes as
+        ``config_file``.
+    overrides : list of str
+        What they take as ``hydra_overrides_extra``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown size.
+    """
+    if size not in CONFIGS:
+        raise ValueError(f"Unknown model size {size!r}; choose one of {sorted(CONFIGS)}.")
+    overrides = list(MICRO_OVERRIDES) if size == "micro" else []
+    return config or CONFIGS[size], overrides

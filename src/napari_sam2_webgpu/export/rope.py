@@ -1,0 +1,132 @@
+"""SAM2's rotary-position attention rewritten with real arithmetic, so that it traces to ONNX.
+
+The official ``RoPEAttention`` rotates with complex tensors, which the ONNX exporter cannot
+trace; :class:`RopeAttention` rotates pairs of channels by precomputed cos/sin tables instead,
+computing the same values from the same weights. Imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["RopeAttention", "rope_tables", "rotate"]
+
+
+def rope_tables(dim: int, height: int, width: int, theta: float) -> tuple[torch.Tensor, ...]:
+    """cos and sin of SAM2's axial rotary encoding, ``(h * w, dim // 2)`` each.
+
+    Parameters
+    ----------
+    dim : int
+        Channels per attention head.
+    height, width : int
+        The feature map's size in tokens.
+    theta : float
+        The encoding's base frequency.
+
+    Returns
+    -------
+    cos, sin : torch.Tensor
+    """
+    exponents = torch.arange(0, dim, 4)[: dim // 4].float() / dim
+    freqs = 1.0 / (theta**exponents)
+    t = torch.arange(height * width, dtype=torch.float32)
+    t_x, t_y = t % width, torch.div(t, width, rounding_mode="floor")
+    angles = torch.cat([torch.outer(t_x, freqs), torch.outer(t_y, freqs)], dim=-1)
+    return torch.cos(angles), torch.sin(angles)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive pairs of ``x`` (..., tokens, dim) by the angles of ``cos``/``sin``.
+
+    ``x``'s token count is a multiple of the table's: memories of several frames reuse the
+    table of one frame, as the official ``rope_k_repeat`` does.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Queries or keys, ``(..., tokens, dim)``.
+    cos, sin : torch.Tensor
+        From :func:`rope_tables`.
+
+    Returns
+    -------
+    torch.Tensor
+        Shaped as ``x``.
+    """
+    dim = x.shape[-1]
+    per_frame = cos.shape[0]
+    pairs = x.reshape(-1, per_frame, dim // 2, 2)
+    real, imag = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
+    return rotated.reshape(x.shape)
+
+
+class _FusedAttention(torch.autograd.Function):
+    """One-head attention exported as ONNX Runtime's ``com.microsoft.MultiHeadAttention``.
+
+    ORT's CPU and WebGPU providers both implement it as one kernel, instead of a score matrix
+    of every query against every memory token written out between MatMul, Softmax and MatMul.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        out = nn.functional.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])
+        return out[:, 0]
+
+    @staticmethod
+    def symbolic(g: Any, q: Any, k: Any, v: Any) -> Any:
+        out = g.op("com.microsoft::MultiHeadAttention", q, k, v, num_heads_i=1)
+        out.setType(q.type())
+        return out
+
+
+class RopeAttention(nn.Module):
+    """``RoPEAttention`` with real-valued rotation; the extra keys of ``k_plain`` are not rotated.
+
+    Parameters
+    ----------
+    attn : sam2.modeling.sam.transformer.RoPEAttention
+        The official module, whose projections are used.
+    table : str
+        Name of the cos/sin buffers (``<table>_cos``, ``<table>_sin``) in the owning module.
+    fused : bool
+        Write the attention as ONNX Runtime's fused ``MultiHeadAttention`` (one head only).
+    """
+
+    def __init__(self, attn: Any, table: str, fused: bool = False) -> None:
+        super().__init__()
+        self.attn = attn
+        self.table = table
+        self.fused = fused and attn.num_heads == 1
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        # (1, n, c) -> (1, heads, n, c / heads) with explicit sizes (no -1: n may be 0).
+        heads = self.attn.num_heads
+        if heads == 1:  # every SAM2 config; an unsqueeze also survives n == 0
+            return x[:, None]
+        return x.reshape(1, x.shape[1], heads, x.shape[2] // heads).transpose(1, 2)
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        k_plain: tuple | None,
+        rope: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        a = self.attn
+        q = rotate(self._heads(a.q_proj(q)), *rope)
+        keys = rotate(self._heads(a.k_proj(k)), *rope)
+        values = self._heads(a.v_proj(v))
+        if k_plain is not None:  # object-pointer tokens: no rotary encoding
+            keys = torch.cat([keys, self._heads(a.k_proj(k_plain[0]))], dim=2)
+            values = torch.cat([values, self._heads(a.v_proj(k_plain[1]))], dim=2)
+        if self.fused:
+            out = _FusedAttention.apply(q[:, 0], keys[:, 0], values[:, 0])
+            return a.out_proj(out)
+        out = nn.functional.scaled_dot_product_attention(q, keys, values)
+        return a.out_proj(a._recombine_heads(out))

@@ -1,0 +1,47 @@
+"""Segment one image: encoder, prompt decoder, prompt checks, pre- and postprocessing.
+
+The modules, each using only the public names of the ones above it in this list:
+
+========================  ==================================================================
+:mod:`.preprocess`        any napari image -> SAM2's 1024 x 1024 input tensor; ImageError
+:mod:`.postprocess`       prompt coordinates into the model frame, logits back to masks
+:mod:`.prompts`           prompt and mask-input validation (:class:`PromptError`), no model
+:mod:`.encoder`           :class:`ImageEncoder` -> :class:`ImageEmbedding` (device memory,
+                          graph capture and its stale-replay check)
+:mod:`.decoder`           :class:`PromptDecoder`: feeds, run, mask choice, object pointers
+:mod:`.embedding_cache`   :class:`EmbeddingCache`, a memory-bounded LRU of embeddings
+:mod:`.predictor`         :class:`Sam2Predictor`, the ``SAM2ImagePredictor``-shaped facade
+========================  ==================================================================
+
+Nothing here imports napari, Qt or ``onnxruntime`` at import time; sessions come from
+:mod:`napari_sam2_webgpu.runtime`.
+"""
+
+from __future__ import annotations
+
+from .decoder import DECODER_INPUTS, PromptDecoder, TrackedMask
+from .embedding_cache import EmbeddingCache, EmbeddingKey
+from .encoder import ENCODER_INPUT, ENCODER_OUTPUTS, ImageEmbedding, ImageEncoder
+from .predictor import Sam2Predictor
+from .preprocess import MODEL_SIZE, ImageError, check_image, prepare_image
+from .prompts import LOW_RES, PromptError, check_prompts
+
+__all__ = [
+    "DECODER_INPUTS",
+    "ENCODER_INPUT",
+    "ENCODER_OUTPUTS",
+    "LOW_RES",
+    "MODEL_SIZE",
+    "EmbeddingCache",
+    "EmbeddingKey",
+    "ImageEmbedding",
+    "ImageEncoder",
+    "ImageError",
+    "PromptDecoder",
+    "PromptError",
+    "Sam2Predictor",
+    "TrackedMask",
+    "check_image",
+    "check_prompts",
+    "prepare_image",
+]

@@ -1,0 +1,45 @@
+"""Propagate masks through z-stacks and time series with SAM2's memory.
+
+========================  ==================================================================
+:mod:`.state`             :class:`StackState`, per-object :class:`ObjectTrack` and
+                          :class:`FrameResult`, with named transitions; :data:`DIRECTIONS`
+:mod:`.memory`            memory slot and object-pointer selection, bfloat16 storage, hole
+                          filling, :class:`VideoConfig`
+:mod:`.tracker`           :class:`FrameTracker`: SAM2's ``track_step`` on the ONNX sessions
+:mod:`.propagator`        :class:`Sam2Propagator`, the public API
+========================  ==================================================================
+
+The image model is used only through :mod:`napari_sam2_webgpu.image`'s public names. Nothing
+here imports ``onnxruntime`` or scipy at import time.
+"""
+
+from __future__ import annotations
+
+from .memory import (
+    FILL_HOLE_AREA,
+    NO_OBJECT_SCORE,
+    VideoConfig,
+    fill_holes,
+    from_bfloat16,
+    to_bfloat16,
+)
+from .propagator import PropagationCancelled, Sam2Propagator
+from .state import DIRECTIONS, FrameResult, ObjectTrack, StackState, direction_passes
+from .tracker import FrameTracker
+
+__all__ = [
+    "DIRECTIONS",
+    "FILL_HOLE_AREA",
+    "NO_OBJECT_SCORE",
+    "FrameResult",
+    "FrameTracker",
+    "ObjectTrack",
+    "PropagationCancelled",
+    "Sam2Propagator",
+    "StackState",
+    "VideoConfig",
+    "direction_passes",
+    "fill_holes",
+    "from_bfloat16",
+    "to_bfloat16",
+]

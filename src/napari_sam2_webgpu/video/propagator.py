@@ -1,0 +1,469 @@
+"""``Sam2Propagator``: propagate masks through a z-stack or time series with SAM2's memory.
+
+This follows the official ``SAM2VideoPredictor``: prompts on one or more frames make
+*conditioning* frames; tracking a frame conditions its image features on a memory bank (the
+conditioning frames plus the ``num_maskmem - 1`` most recent tracked frames, and up to 16 object
+pointers) before decoding; each tracked frame's mask is then encoded into the bank. Objects are
+tracked independently, as in the official predictor.
+
+>>> video = Sam2Propagator.from_files(enc, dec, attn, mem)             # doctest: +SKIP
+>>> state = video.init_state(stack)                                    # (T, Y, X[, C])
+>>> video.add_prompts(state, frame=3, obj_id=1, points=[[40, 52]], labels=[1])
+>>> for frame, masks in video.propagate(state, direction="both"):
+...     labels[frame][masks[1]] = 1
+
+The propagator is the public API; the state lives in :mod:`.state`, the memory selection in
+:mod:`.memory`, and the per-frame model steps in :mod:`.tracker`. It uses the image model only
+through the public :class:`~napari_sam2_webgpu.image.predictor.Sam2Predictor` (its encoder
+and decoder). Coordinates are ``(x, y)`` pixels of a frame, as for the image predictor.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..image import postprocess
+from ..image.embedding_cache import EmbeddingCache
+from ..image.encoder import ImageEmbedding
+from ..image.predictor import Sam2Predictor
+from ..image.prompts import PromptError, check_prompts
+from .memory import FILL_HOLE_AREA, VideoConfig
+from .state import DIRECTIONS, StackState, check_stack, direction_passes
+from .tracker import FrameTracker
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..runtime import BackendInfo
+
+__all__ = ["DIRECTIONS", "PropagationCancelled", "Sam2Propagator"]
+
+ATTENTION_INPUTS = {"image_embed", "memory", "memory_tpos", "obj_ptrs", "obj_ptr_offsets"}
+MEMORY_ENCODER_INPUTS = {"image_embed", "mask_logits", "object_score_logits", "binarize"}
+
+
+class PropagationCancelled(RuntimeError):
+    """Raised by :meth:`Sam2Propagator.propagate_all` when its ``cancel`` callback says so."""
+
+
+class Sam2Propagator:
+    """SAM2 mask propagation through stacks, on WebGPU or the CPU.
+
+    Parameters
+    ----------
+    predictor : Sam2Predictor
+        Encoder and decoder (the decoder must be this plugin's export, which outputs object
+        pointers).
+    memory_attention, memory_encoder : onnxruntime.InferenceSession
+        The exported video components of the same model.
+    fill_hole_area : int
+        Fill mask holes up to this many low-resolution pixels (8, as the official predictor;
+        0 turns it off).
+    correction_as_conditioning : bool
+        A prompt added on an already tracked frame makes it a conditioning frame, so the
+        correction holds when propagating again (SAM2's ``add_all_frames_to_correct_as_cond``).
+        ``False`` follows the library default, where a later propagation re-tracks that frame.
+    """
+
+    def __init__(
+        self,
+        predictor: Sam2Predictor,
+        memory_attention: Any,
+        memory_encoder: Any,
+        *,
+        fill_hole_area: int = FILL_HOLE_AREA,
+        correction_as_conditioning: bool = True,
+    ) -> None:
+        if not predictor.decoder.has_object_pointers:
+            raise ValueError(
+                "This decoder has no 'obj_ptrs' output, which propagation needs: export the "
+                "model with this plugin (`napari-sam2-webgpu export`), which writes the encoder, "
+                "decoder, memory attention and memory encoder together."
+            )
+        inputs = {i.name for i in memory_attention.get_inputs()}
+        if inputs != ATTENTION_INPUTS:
+            raise ValueError(f"Not a memory-attention model (inputs {sorted(inputs)}).")
+        inputs = {i.name for i in memory_encoder.get_inputs()}
+        if inputs != MEMORY_ENCODER_INPUTS:
+            raise ValueError(f"Not a memory-encoder model (inputs {sorted(inputs)}).")
+        meta = dict(memory_attention.get_modelmeta().custom_metadata_map)
+        if "video_config" not in meta:
+            raise ValueError("The memory-attention model has no 'video_config' metadata.")
+        self.predictor = predictor
+        self.config = VideoConfig.from_metadata(meta)
+        self.tracker = FrameTracker(
+            predictor.decoder,
+            memory_attention,
+            memory_encoder,
+            self.config,
+            fill_hole_area=fill_hole_area,
+        )
+        self.add_corrections_as_cond = bool(correction_as_conditioning)
+        self.last_frame_seconds: float | None = None
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_files(
+        cls,
+        encoder: str | os.PathLike,
+        decoder: str | os.PathLike,
+        memory_attention: str | os.PathLike,
+        memory_encoder: str | os.PathLike,
+        backend: str | BackendInfo = "auto",
+        **options: Any,
+    ) -> Sam2Propagator:
+        """Load the four files of one exported model.
+
+        Parameters
+        ----------
+        encoder, decoder, memory_attention, memory_encoder : path
+            The files written by ``napari-sam2-webgpu export``.
+        backend : {"auto", "webgpu", "cpu"}
+            As for :meth:`Sam2Predictor.from_files`.
+        **options
+            ``fill_hole_area`` and ``correction_as_conditioning`` for the propagator; the rest
+            goes to :meth:`Sam2Predictor.from_files`.
+
+        Returns
+        -------
+        Sam2Propagator
+        """
+        own = {
+            k: options.pop(k)
+            for k in ("fill_hole_area", "correction_as_conditioning")
+            if k in options
+        }
+        predictor = Sam2Predictor.from_files(encoder, decoder, backend, **options)
+        return cls.from_predictor(predictor, memory_attention, memory_encoder, **own)
+
+    @classmethod
+    def from_predictor(
+        cls,
+        predictor: Sam2Predictor,
+        memory_attention: str | os.PathLike,
+        memory_encoder: str | os.PathLike,
+        **options: Any,
+    ) -> Sam2Propagator:
+        """Add the video components to a loaded predictor (sharing its sessions)."""
+        from ..runtime import create_session
+
+        for label, path in (
+            ("memory attention", memory_attention),
+            ("memory encoder", memory_encoder),
+        ):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"The {label} file does not exist: {path}")
+        info = predictor.backend_info
+        # Memory attention's buffers grow with the memory bank (the score matrix alone is
+        # hundreds of MB at 1024²): an arena would hold the largest run's for good.
+        attention, _ = create_session(memory_attention, info, cpu_memory_arena=False)
+        encoder, _ = create_session(memory_encoder, info)
+        return cls(predictor, attention, encoder, **options)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        size: str = "tiny",
+        backend: str = "auto",
+        *,
+        cache: str | os.PathLike | None = None,
+        **options: Any,
+    ) -> Sam2Propagator:
+        """Load the exported video model of ``size`` from the model cache.
+
+        The files come from ``napari-sam2-webgpu export --size SIZE --checkpoint ... --install``
+        (SAM2's memory components are not published as ONNX anywhere); they are found by
+        :func:`napari_sam2_webgpu.models.resolve_model` with ``video=True``, so the image part is
+        the same model :meth:`Sam2Predictor.from_pretrained` loads for that size.
+
+        Raises
+        ------
+        napari_sam2_webgpu.models.ModelNotAvailableError
+            ``size`` was not exported; the message gives the command that does it.
+        """
+        from ..models import resolve_model
+
+        paths = resolve_model(size, video=True, cache=Path(cache) if cache else None)
+        return cls.from_files(*paths.files, backend, name=f"sam2.1 {size}", **options)
+
+    @property
+    def fill_hole_area(self) -> int:
+        """Mask holes up to this many low-resolution pixels are filled (0: off)."""
+        return self.tracker.fill_hole_area
+
+    @fill_hole_area.setter
+    def fill_hole_area(self, value: int) -> None:
+        self.tracker.fill_hole_area = int(value)
+
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        """Wall time spent per step since :meth:`reset_timings`: ``encode`` (frame embeddings,
+        including cache look-ups), ``memory_attention``, ``decoder``, ``memory_encoder``."""
+        return self.tracker.stage_seconds
+
+    def reset_timings(self) -> None:
+        """Zero :attr:`stage_seconds`."""
+        self.tracker.reset_timings()
+
+    @property
+    def backend(self) -> str:
+        """``"webgpu"`` or ``"cpu"``."""
+        return self.predictor.backend
+
+    def __repr__(self) -> str:
+        return f"Sam2Propagator({self.predictor!r})"
+
+    # -- state ----------------------------------------------------------------------------------
+    def init_state(
+        self,
+        frames: Any,
+        *,
+        rgb: bool | None = None,
+        contrast_limits: Sequence[float] | None = None,
+        embedding_provider: Callable[[int], ImageEmbedding] | None = None,
+        max_cache_bytes: int | None = None,
+    ) -> StackState:
+        """Start segmenting a stack.
+
+        Parameters
+        ----------
+        frames : array-like
+            ``(T, H, W)`` or ``(T, H, W, C)`` (Z or T first); numpy, dask or zarr. Frames are read
+            one at a time, when first needed.
+        rgb : bool, optional
+            Whether the last axis is colour (napari's ``layer.rgb``); guessed when ``None``.
+        contrast_limits : (float, float), optional
+            Intensities mapped to black and white, the same for every frame. Default: per frame,
+            as :func:`napari_sam2_webgpu.image.preprocess.prepare_image`.
+        embedding_provider : callable, optional
+            ``provider(frame_index) -> ImageEmbedding``, e.g. to share the napari widget's cache.
+        max_cache_bytes : int, optional
+            Memory bound of this state's embedding cache (default: as
+            :class:`~napari_sam2_webgpu.image.embedding_cache.EmbeddingCache`). Frames that do
+            not fit are encoded again when next needed.
+
+        Returns
+        -------
+        StackState
+        """
+        shape = getattr(frames, "shape", None)
+        if shape is None:
+            frames = np.asarray(frames)
+            shape = frames.shape
+        check_stack(shape, rgb)
+        predictor = self.predictor
+
+        def embed(image: np.ndarray) -> ImageEmbedding:
+            return predictor.compute_embedding(
+                image, contrast_limits=contrast_limits, rgb=len(shape) == 4 or None
+            )
+
+        cache = EmbeddingCache(max_bytes=max_cache_bytes)
+        return StackState(
+            frames,
+            contrast_limits=contrast_limits,
+            embed=embed,
+            embedding_provider=embedding_provider,
+            cache=cache,
+            model_name=predictor.name,
+        )
+
+    def reset_state(self, state: StackState) -> None:
+        """Forget every prompt and result (embeddings stay cached)."""
+        state.reset()
+
+    def remove_object(self, state: StackState, obj_id: int) -> None:
+        """Forget one object's prompts and results."""
+        state.remove_object(obj_id)
+
+    def clear_prompts(self, state: StackState, frame: int, obj_id: int) -> None:
+        """Remove an object's prompts and result on one frame.
+
+        Like the official predictor, this drops what was tracked for the object: propagate again
+        afterwards.
+        """
+        state.clear_prompts(frame, obj_id)
+
+    # -- prompting ------------------------------------------------------------------------------
+    def add_prompts(
+        self,
+        state: StackState,
+        frame: int,
+        obj_id: int,
+        points: Any = None,
+        labels: Any = None,
+        box: Any = None,
+    ) -> np.ndarray:
+        """Set an object's prompts on one frame (replacing earlier ones there) and segment it.
+
+        On a frame not tracked yet this starts the object there, like an image prompt; on a
+        tracked frame it corrects the tracked mask, using the memory and the previous mask.
+
+        Parameters
+        ----------
+        state : StackState
+        frame : int
+            Frame index.
+        obj_id : int
+            Any integer naming the object (the napari widget uses the label value).
+        points : array-like, optional
+            ``(N, 2)`` as (x, y) pixels of the frame.
+        labels : array-like, optional
+            ``(N,)``: 1 foreground, 0 background.
+        box : array-like, optional
+            ``(4,)`` as x0, y0, x1, y1.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(H, W)`` boolean mask of the object on that frame.
+
+        Raises
+        ------
+        PromptError
+            Malformed prompts, or a frame outside the stack.
+        """
+        frame = state.check_frame(frame)
+        points = self._prompt_arrays(state, points, labels, box)
+        track = state.track(obj_id)
+        is_init = frame not in track.tracked
+        reverse = False if is_init else track.tracked[frame]
+        is_cond = is_init or self.add_corrections_as_cond
+        prev = track.previous(frame, is_cond)
+        mask_input = None
+        if prev is not None:
+            mask_input = np.clip(prev.low_res, -postprocess.LOGIT_CLAMP, postprocess.LOGIT_CLAMP)
+        result = self.tracker.track(
+            state,
+            track,
+            frame,
+            is_init=is_init,
+            points=points,
+            mask_input=mask_input,
+            reverse=reverse,
+            encode_memory=False,
+        )
+        track.set_prompts(frame, points, result, is_cond)
+        return state.mask_of(result)
+
+    @staticmethod
+    def _prompt_arrays(
+        state: StackState, points: Any, labels: Any, box: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One object's prompts, checked, in the model's frame: ``(1, N, 2)``, ``(1, N)``."""
+        coords, point_labels, batched = check_prompts(points, labels, box, state.frame_hw)
+        if batched:
+            raise PromptError("add_prompts() takes one object's prompts: points (N, 2), box (4,).")
+        coords = postprocess.to_model_coords(coords, state.frame_hw)
+        return coords, point_labels.astype(np.float32)
+
+    # -- propagation ----------------------------------------------------------------------------
+    def propagate(
+        self,
+        state: StackState,
+        direction: str = "forward",
+        *,
+        start_frame: int | None = None,
+        max_frames: int | None = None,
+    ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
+        """Track every prompted object through the stack, one frame at a time.
+
+        Parameters
+        ----------
+        state : StackState
+        direction : {"forward", "backward", "both"}
+            From ``start_frame`` towards the end, towards the start, or forward then backward.
+        start_frame : int, optional
+            Default: the first frame with prompts (of any object), as the official predictor.
+        max_frames : int, optional
+            Track at most this many frames past the start in each direction.
+
+        Yields
+        ------
+        (int, dict)
+            The frame index and ``{obj_id: (H, W) boolean mask}``. Stop iterating to cancel:
+            frames already yielded keep their results.
+
+        Raises
+        ------
+        RuntimeError
+            No object has prompts.
+        """
+        passes = direction_passes(direction)
+        self._commit_prompts(state)
+        for reverse in passes:
+            for index in state.frame_order(reverse, start_frame, max_frames):
+                start = time.perf_counter()
+                masks = {}
+                for obj_id, track in state.objects.items():
+                    result = track.cond.get(index)
+                    if result is None:
+                        result = self.tracker.track(
+                            state,
+                            track,
+                            index,
+                            is_init=False,
+                            points=None,
+                            mask_input=None,
+                            reverse=reverse,
+                            encode_memory=True,
+                        )
+                        track.record(index, reverse, result)
+                    else:
+                        track.record(index, reverse)
+                    masks[obj_id] = state.mask_of(result)
+                self.last_frame_seconds = time.perf_counter() - start
+                yield index, masks
+
+    def frame_order(
+        self,
+        state: StackState,
+        reverse: bool,
+        start_frame: int | None = None,
+        max_frames: int | None = None,
+    ) -> list[int]:
+        """The frames one propagation pass visits, in order (see :meth:`StackState.frame_order`)."""
+        return state.frame_order(reverse, start_frame, max_frames)
+
+    def propagate_all(
+        self,
+        state: StackState,
+        direction: str = "both",
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+        **options: Any,
+    ) -> dict[int, dict[int, np.ndarray]]:
+        """Run :meth:`propagate` to the end and collect ``{frame: {obj_id: mask}}``.
+
+        ``progress(done, total)`` is called after each frame; when ``cancel()`` returns true the
+        run stops with :class:`PropagationCancelled` (frames done so far stay in ``state``).
+        """
+        start, limit = options.get("start_frame"), options.get("max_frames")
+        total = sum(len(state.frame_order(r, start, limit)) for r in direction_passes(direction))
+        results: dict[int, dict[int, np.ndarray]] = {}
+        for done, (frame, masks) in enumerate(self.propagate(state, direction, **options), 1):
+            results[frame] = masks
+            if progress is not None:
+                progress(done, total)
+            if cancel is not None and cancel() and done < total:
+                raise PropagationCancelled(f"Propagation cancelled after {done} of {total} frames.")
+        return results
+
+    def _commit_prompts(self, state: StackState) -> None:
+        """Encode prompted frames into memory (the official ``propagate_in_video_preflight``)."""
+        if not state.objects:
+            raise RuntimeError("No prompts yet: add points or a box on a frame first.")
+
+        def encode(frame: int, result: Any) -> np.ndarray:
+            emb = state.embedding(frame)
+            return self.tracker.encode_memory(emb, result.low_res, result.object_score, True)
+
+        for obj_id, track in state.objects.items():
+            track.commit(encode)
+            if not track.cond:
+                raise RuntimeError(f"Object {obj_id} has no prompted frame to start from.")

@@ -1,0 +1,38 @@
+"""Helpers of the export tests, and the official sam2 video predictor used as parity reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napari_sam2_webgpu.export import hydra_config, require_export_deps
+
+
+def build_official_video_predictor(
+    model: Any, size: str = "tiny", *, device: str = "cpu", config: str | None = None
+) -> Any:
+    """The official ``SAM2VideoPredictor`` with ``model``'s weights (the parity reference).
+
+    Parameters
+    ----------
+    model : SAM2Base
+        From :func:`napari_sam2_webgpu.export.build_sam2_model`; its weights are copied.
+    size : str
+        The size it was built as (selects the config and the micro overrides).
+    device : str
+        Torch device.
+    config : str, optional
+        The config, if ``model`` was built with one other than the size's.
+
+    Returns
+    -------
+    sam2.sam2_video_predictor.SAM2VideoPredictor
+    """
+    require_export_deps()
+    from sam2.build_sam import build_sam2_video_predictor
+
+    config_name, overrides = hydra_config(size, config)
+    predictor = build_sam2_video_predictor(
+        config_name, None, device=device, hydra_overrides_extra=overrides
+    )
+    predictor.load_state_dict(model.state_dict())
+    return predictor.to(device).eval()
