@@ -500,33 +500,51 @@ def test_ndisplay_3_refuses_clicks(setup, messages):
     assert "2D" in messages[-1][1]
 
 
+class StepClock:
+    """A clock that advances ``step`` seconds at every reading: each decode "takes" ``step``."""
+
+    def __init__(self, step):
+        self.now, self.step = 0.0, step
+
+    def __call__(self):
+        self.now += self.step
+        return self.now
+
+
 def test_fast_decodes_inline_slow_ones_in_the_worker(micro_predictor):
+    """Where a decode runs follows the previous decode's time, read from an injected clock
+    (never the machine's speed: on a busy machine real decodes take any time)."""
     viewer = ViewerModel()
     image = viewer.add_image(blob_image(96, 128)[..., 0])
     queued = []
-    annotator = Annotator(viewer, run_async=lambda fn, done: queued.append((fn, done)))
+    clock = StepClock(0.01)  # every decode takes 10 ms
+    annotator = Annotator(viewer, run_async=lambda fn, done: queued.append((fn, done)), clock=clock)
+    annotator.inline_decode_seconds = 0.15
     annotator.set_image_layer(image)
     annotator.set_predictor(micro_predictor)
     encode(annotator)
     annotator.add_point([40, 60])  # small slice, first decode: on the calling thread
     assert not queued and annotator.preview_mask is not None
-    assert annotator._decode_estimate is not None
-    annotator._decode_estimate = 10.0  # as if it had been slow: the next one is queued
-    annotator.add_point([50, 70])
+    assert annotator.last_decode_seconds == pytest.approx(0.01)
+    clock.step = 1.0  # the machine gets slow: this decode is inline (10 ms expected), takes 1 s
+    annotator.add_point([45, 65])
+    assert not queued and annotator.last_decode_seconds == pytest.approx(1.0)
+    annotator.add_point([50, 70])  # 1 s expected: queued for the worker
     assert len(queued) == 1 and annotator.decoding
     annotator.add_point([60, 80])  # while one runs: only marked pending (latest wins)
     assert len(queued) == 1
     stale = annotator.preview_mask.copy()
+    clock.step = 0.01
     fn, done = queued.pop()
     done(fn())  # the stale result is dropped; it was fast, so the newest decodes inline
     assert not queued and not annotator.decoding
-    assert len(annotator.prompts_layer.data) == 3
+    assert len(annotator.prompts_layer.data) == 4
     assert not np.array_equal(stale, annotator.preview_mask)
     annotator.inline_decode_seconds = 0
-    annotator._decode_estimate = 0.001
     annotator.clear()
     annotator.add_point([40, 60])
     assert len(queued) == 1  # 0 forces the worker
+    annotator.close()
 
 
 def test_rotated_and_sheared_layers(micro_predictor):
@@ -544,3 +562,81 @@ def test_rotated_and_sheared_layers(micro_predictor):
         np.testing.assert_allclose(
             layer.data_to_world([10, 20]), image.data_to_world([10, 20]), atol=1e-6
         )
+
+
+# -- object ids, layer names, exception types -----------------------------------------------------
+
+
+def test_object_id_follows_the_target_labels_layer(micro_predictor):
+    """A new image's new Labels layer starts at 1 and is named after the image; choosing a
+    Labels layer continues after its largest label."""
+    viewer = ViewerModel()
+    first = viewer.add_image(blob_image(64, 80)[..., 0], name="first")
+    annotator = Annotator(viewer)
+    annotator.set_image_layer(first)
+    annotator.set_predictor(micro_predictor)
+    encode(annotator)
+    annotator.object_id = 5
+    annotator.add_point([30, 40])
+    annotator.commit()
+    labels = annotator.labels_layer
+    assert labels.name == "first labels" and annotator.object_id == 6
+
+    second = viewer.add_image(blob_image(48, 56, seed=2)[..., 0], name="second")
+    annotator.set_image_layer(second)  # another shape: the next commit makes a new layer
+    assert annotator.labels_layer is None and annotator.object_id == 1
+    encode(annotator)
+    annotator.add_point([20, 20])
+    annotator.commit()
+    assert annotator.labels_layer.name == "second labels"
+    assert int(annotator.labels_layer.data.max()) == 1 and annotator.object_id == 2
+
+    manual = np.zeros((48, 56), np.uint16)
+    manual[:5, :5] = 7
+    other = viewer.add_labels(manual, name="manual")
+    annotator.set_labels_layer(other)
+    assert annotator.object_id == 8
+    da = pytest.importorskip("dask.array")
+    lazy = viewer.add_labels(da.from_array(manual * 2, chunks=16), name="lazy")
+    annotator.set_labels_layer(lazy)  # lazy data is read once, when it becomes the target
+    assert annotator.object_id == 15
+    annotator.set_labels_layer(None)  # "New Labels layer"
+    assert annotator.object_id == 1
+    annotator.add_point([20, 30])
+    annotator.commit()  # "second labels" is taken: napari makes the name unique
+    assert annotator.labels_layer.name.startswith("second labels [")
+    annotator.close()
+
+
+def test_annotator_errors_are_value_errors(setup):
+    """The user guide promises ValueError for wrong arguments from the console."""
+    viewer, image, annotator = setup
+    assert issubclass(AnnotatorError, ValueError)
+    wrong = viewer.add_labels(np.zeros((4, 50, 50), np.uint8), name="wrong")
+    with pytest.raises(ValueError, match="shape"):
+        annotator.set_labels_layer(wrong)
+    with pytest.raises(ValueError, match="not an image layer"):
+        annotator.set_image_layer(wrong)
+    with pytest.raises(ValueError, match="not an image layer"):
+        annotator.set_image_layer("cells")  # a name instead of a layer
+    with pytest.raises(ValueError, match="Labels layer"):
+        annotator.set_labels_layer("wrong")
+    with pytest.raises(ValueError):
+        annotator.object_id = 0
+    with pytest.raises(ValueError, match="coordinates"):
+        annotator.add_point([1.0])
+    assert annotator.image_layer is image and annotator.labels_layer is None
+
+
+def test_problems_are_emitted_for_the_widget(setup, messages):
+    """Every problem shown to the user is also an ``error`` event (the widget's dock shows it);
+    a decoded mask is a ``decoded`` event (it clears the dock's error)."""
+    viewer, image, annotator = setup
+    errors, decoded = [], []
+    annotator.events.error.connect(lambda event: errors.append(event.message))
+    annotator.events.decoded.connect(lambda event: decoded.append(1))
+    encode(annotator)
+    click(annotator.prompts_layer, here(viewer, image, 200, 64))  # outside the image
+    assert len(errors) == 1 and errors[0] == messages[-1][1] and "inside the image" in errors[0]
+    annotator.add_point(here(viewer, image, 40, 60))
+    assert decoded == [1]

@@ -11,8 +11,11 @@ Set ``NAPARI_SAM2_WEBGPU_SCREENSHOT=docs/screenshot.png`` to write the user guid
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
+import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +42,9 @@ from .test_propagation_widget import (
 pytestmark = pytest.mark.gui
 
 PLUGIN, WIDGET = "napari-sam2-webgpu", "Segment Anything 2"
-TIMEOUT = 60_000  # ms; encodes take ~0.5 s on 2 CPU cores
+# ms. Only a safety net against a hang: every wait is on a condition (an encode takes ~0.5 s on
+# 2 idle CPU cores, but any time on a busy CI machine).
+TIMEOUT = 300_000
 
 
 def _event(kind, position, pos=(0, 0), **kwargs):
@@ -119,6 +124,8 @@ def dock(make_napari_viewer, micro_model_files, qtbot):
     yield make, docked
     for widget in made:  # let worker threads finish before the viewer goes
         qtbot.waitUntil(lambda w=widget: not w.busy, timeout=TIMEOUT)
+        # Closing frees the model and embeddings at once (napari keeps closed windows).
+        widget.close()
 
 
 def wait_idle(qtbot, widget):
@@ -270,7 +277,7 @@ def test_console_session(dock, qtbot, notes):
     w.add_point((20.0, 20.0), positive=False)
     w.add_box((40.0, 40.0), (160.0, 200.0))
     assert w.commit() > 0  # waits for the last decode
-    assert w.labels_layer.name == "SAM2 labels" and w.object_id == 2
+    assert w.labels_layer.name == "cells labels" and w.object_id == 2  # named after the image
     assert w.image_layer.name == "cells" and w.prompts_layer.name == "SAM2 prompts"
     assert w.undo() and not w.labels_layer.data.any()
     assert not notes.messages("error") and not notes.messages("warning")
@@ -302,18 +309,24 @@ def test_closing_the_dock_unbinds_everything(dock, qtbot, notes):
     viewer = make()
     image = viewer.add_image(blob_image(96, 96)[..., 0])
     widget = docked(viewer)
-    widget.encode(wait=True)
+    widget.annotator.inline_decode_seconds = 0  # decodes in worker threads too
+    widget.load_model(wait=True)
+    widget.encode(wait=True)  # a worker that gets the loaded model
     widget.add_point((48.0, 48.0))
     wait_mask(qtbot, widget)
     prompts = widget.prompts_layer
+    model = weakref.ref(widget.predictor)
     viewer.window.remove_dock_widget(widget)
     assert widget._closed
+    # Nothing keeps the model alive, not even napari's list of finished workers.
+    gc.collect()
+    assert model() is None
     viewer.layers.selection.active = prompts
     press(viewer, qtbot, Qt.Key.Key_C)  # no longer bound: nothing is committed
     assert widget.labels_layer is None
     assert not [n for n in notes.new if "SAM2" in str(n.message)]
-    image.data = image.data[::-1].copy()
-    assert len(widget.cache) == 1  # the annotator no longer listens to the layers
+    assert widget.predictor is None and len(widget.cache) == 0  # the model and embeddings go
+    image.data = image.data[::-1].copy()  # the annotator no longer listens to the layers
 
 
 # -- bad input and faults: messages, never a traceback --------------------------------------------
@@ -374,6 +387,8 @@ def test_bad_images_and_wrong_labels(dock, qtbot, notes):
 
 
 def test_remove_layers_and_switch_model_during_encoding(dock, qtbot, notes, tmp_path):
+    """Removing layers and switching the model while encodes run; every step waits on a
+    condition (the state it expects), never on time."""
     make, docked = dock
     viewer = make()
     first = viewer.add_image(blob_image(128, 128)[..., 0], name="first")
@@ -395,9 +410,12 @@ def test_remove_layers_and_switch_model_during_encoding(dock, qtbot, notes, tmp_
     widget.encode()
     assert widget.busy
     viewer.layers.remove(first)
-    wait_idle(qtbot, widget)
-    qtbot.wait(20)  # deferred clean-up
-    assert widget.image_layer is None and widget.prompts_layer is None
+    # The helper layers go in a deferred clean-up; the abandoned encode finishes in its thread.
+    qtbot.waitUntil(
+        lambda: not widget.busy and widget.prompts_layer is None and widget.box_layer is None,
+        timeout=TIMEOUT,
+    )
+    assert widget.image_layer is None
     assert any("was removed" in m for m in notes.messages("warning"))
     np.testing.assert_array_equal(labels.data, committed)  # committed labels are kept
 
@@ -425,6 +443,154 @@ def test_remove_layers_and_switch_model_during_encoding(dock, qtbot, notes, tmp_
     widget.cancel()
     assert not widget._job and widget.encode_button.text() == "Encode"
     wait_idle(qtbot, widget)
+
+
+def test_encode_waits_for_a_background_load(dock, qtbot, notes, tmp_path):
+    """``load_model`` without ``wait``, then ``encode(wait=True)``: the load and the encode are
+    both awaited and the embedding comes back; a failure is never a silent None."""
+    make, docked = dock
+    viewer = make()
+    image = viewer.add_image(blob_image(96, 112)[..., 0], name="cells")
+    widget = docked(viewer)
+    files = widget.encoder_edit.text(), widget.decoder_edit.text()
+    widget.model_combo.setCurrentText("tiny")  # load_model's arguments win over the widget
+    widget.load_model(encoder=files[0], decoder=files[1], backend="cpu")
+    assert widget.busy and widget.predictor is None
+    embedding = widget.encode(wait=True)
+    assert embedding is not None and embedding is widget.predictor.embedding
+    assert widget.annotator.is_ready and widget.last_error is None
+
+    # A load that fails: encode(wait=True) returns None with the load's error shown and kept.
+    missing = tmp_path / "missing.encoder.onnx", tmp_path / "missing.decoder.onnx"
+    widget.load_model(encoder=missing[0], decoder=missing[1], backend="cpu")
+    assert widget.encode(wait=True) is None
+    assert "missing" in widget.last_error and widget.error_label.text() == widget.last_error
+    assert widget.last_error in notes.messages("error")
+    widget.load_model(encoder=files[0], decoder=files[1], backend="cpu", wait=True)
+
+    # No image: the reason, not a silent None.
+    viewer.layers.remove(image)
+    qtbot.waitUntil(lambda: widget.image_layer is None, timeout=TIMEOUT)
+    assert widget.encode(wait=True) is None
+    assert "Open an image" in widget.last_error
+
+
+def test_errors_in_full_in_the_dock_and_short_lines(dock, qtbot, notes, tmp_path):
+    """The last error is in the dock, whole and selectable, until an action succeeds; the
+    Device row and the status are short lines, details in tooltips."""
+    from qtpy.QtCore import Qt
+
+    make, docked = dock
+    viewer = make()
+    viewer.add_image(blob_image(96, 112)[..., 0], name="cells")
+    widget = docked(viewer)
+    label = widget.error_label
+    assert label.isHidden() and widget.last_error is None
+    assert label.wordWrap()
+    assert label.textInteractionFlags() & Qt.TextInteractionFlag.TextSelectableByMouse
+
+    # The registry is offline in tests: a long message, whole in the dock (a toast cuts it).
+    assert widget.load_model("tiny", backend="cpu", wait=True) is None
+    message = widget.last_error
+    assert len(message) > 200 and "offline" in message.lower()
+    assert label.text() == message and not label.isHidden()
+    assert widget.status.startswith(message) and message in notes.messages("error")
+
+    # The next success clears it. A model without video components: one line about it.
+    for name in ("encoder", "decoder"):
+        source = getattr(widget, f"{name}_edit").text()
+        shutil.copy(source, tmp_path / f"plain.{name}.onnx")
+    widget.load_model(
+        encoder=tmp_path / "plain.encoder.onnx",
+        decoder=tmp_path / "plain.decoder.onnx",
+        backend="cpu",
+        wait=True,
+    )
+    assert widget.last_error is None and label.isHidden() and label.text() == ""
+    assert widget.device_label.text() == "CPU"
+    tip = widget.device_label.toolTip()
+    assert "onnxruntime" in tip and "doctor" in tip
+    widget.encode(wait=True)
+    status = widget.status_label.text()
+    assert "video components" in status and "napari-sam2-webgpu export" not in status
+    assert all(len(line) <= 100 for line in status.splitlines()), status
+    assert "napari-sam2-webgpu export" in widget.propagate_button.toolTip()
+
+    # Problems found by the annotator (a click outside the image) land in the dock too; a
+    # decoded mask clears them.
+    widget.add_point((500.0, 40.0))
+    assert "inside the image" in widget.last_error and label.text() == widget.last_error
+    widget.add_point((40.0, 50.0))
+    wait_mask(qtbot, widget)
+    assert widget.last_error is None and label.isHidden()
+
+
+def test_device_line_is_one_short_line():
+    """WebGPU fell back to the CPU with a long reason: the row says so in a few words, the
+    tooltip has the reason."""
+    from napari_sam2_webgpu._widget import _device_details, _device_line
+    from napari_sam2_webgpu.runtime import AdapterInfo, BackendInfo
+
+    reason = "no Vulkan loader: libvulkan.so.1: cannot open shared object file. " * 6
+    cpu = BackendInfo("auto", "cpu", "1.32.0", "1.0", None, reason)
+    assert _device_line(cpu) == "CPU (WebGPU unavailable)"
+    assert reason in _device_details(cpu) and "onnxruntime 1.32.0" in _device_details(cpu)
+    gpu = AdapterInfo("NVIDIA GeForce RTX 4070", "NVIDIA", "Vulkan", "DiscreteGPU", True)
+    webgpu = BackendInfo("auto", "webgpu", "1.32.0", "1.0", gpu, None)
+    assert _device_line(webgpu) == "WebGPU: NVIDIA GeForce RTX 4070 (Vulkan)"
+    assert _device_line(BackendInfo("cpu", "cpu", "1.32.0", None, None, None)) == "CPU"
+
+
+def test_object_ids_layer_names_and_console_exceptions(dock, qtbot, notes):
+    """Object ids follow the target Labels layer and new ones are named after their image;
+    wrong arguments raise ValueError, failures are messages (the user guide's promises)."""
+    make, docked = dock
+    viewer = make()
+    viewer.add_image(blob_image(96, 112)[..., 0], name="cells")
+    widget = docked(viewer)
+    widget.encode(wait=True)
+    widget.object_id = 4
+    widget.add_point((40.0, 50.0))
+    assert widget.commit() > 0
+    assert widget.labels_layer.name == "cells labels" and widget.object_id == 5
+
+    # Another image of another shape: a new Labels layer, ids from 1 (the spin box too).
+    other = viewer.add_image(blob_image(64, 80, seed=4)[..., 0], name="other")
+    assert widget.image_layer is other
+    assert widget.labels_layer is None and widget.object_id == 1 == widget.id_spin.value()
+    widget.encode(wait=True)
+    widget.add_point((30.0, 40.0))
+    assert widget.commit() > 0
+    assert widget.labels_layer.name == "other labels" and widget.labels_layer.data.max() == 1
+    manual = np.zeros((64, 80), np.uint16)
+    manual[:4, :4] = 9
+    manual_layer = viewer.add_labels(manual, name="manual")
+    index = widget.labels_combo.findText("manual")
+    widget.labels_combo.setCurrentIndex(index)
+    widget.labels_combo.activated.emit(index)
+    assert widget.labels_layer is manual_layer and widget.object_id == 10 == widget.id_spin.value()
+
+    # Wrong arguments: ValueError (AnnotatorError is one).
+    cells_labels = viewer.layers["cells labels"]
+    with pytest.raises(ValueError, match="shape"):
+        widget.labels_layer = cells_labels
+    with pytest.raises(ValueError, match="not an image layer"):
+        widget.image_layer = "cells"
+    with pytest.raises(ValueError, match="not displayed"):
+        widget.propagate(axis=0)
+    with pytest.raises(ValueError, match="coordinates"):
+        widget.add_point((1.0, 2.0, 3.0, 4.0, 5.0))
+    with pytest.raises(ValueError):
+        widget.object_id = 0
+    assert widget.image_layer is other and widget.labels_layer is manual_layer
+
+    # Failures return None or 0 with the reason shown, also unexpected ones.
+    manual_layer.data.setflags(write=False)
+    widget.add_point((30.0, 40.0))
+    assert widget.commit() == 0 and widget.last_error
+    assert widget.last_error in notes.messages("error")
+    manual_layer.data.setflags(write=True)
+    assert widget.propagate() is None and "single 2D image" in widget.last_error
 
 
 # -- propagation through the stack ----------------------------------------------------------------
@@ -488,9 +654,24 @@ def test_widget_propagate_button_progress_undo(dock, qtbot, notes):
     assert not notes.messages("error") and not notes.messages("warning")
 
 
-def test_widget_cancel_then_correct(dock, qtbot, notes):
+def test_widget_cancel_then_correct(dock, qtbot, notes, monkeypatch, request):
     from qtpy.QtCore import Qt
 
+    from napari_sam2_webgpu._propagation import PropagationRun
+
+    # The worker holds after the first tracked slice until Cancel was clicked: however fast
+    # the worker or slow the GUI thread, the run is cancelled in the middle.
+    clicked = threading.Event()
+    request.addfinalizer(clicked.set)  # never leave the worker held (before dock's teardown)
+    steps = PropagationRun.steps
+
+    def held_steps(self):
+        for step in steps(self):
+            yield step
+            if step.frame is not None:
+                clicked.wait(TIMEOUT / 1000)
+
+    monkeypatch.setattr(PropagationRun, "steps", held_steps)
     viewer, image, docked = _docked_stack(dock)
     viewer.dims.set_current_step(0, 1)
     widget = docked(viewer)
@@ -498,11 +679,13 @@ def test_widget_cancel_then_correct(dock, qtbot, notes):
     widget.add_point(image.data_to_world([1, *blob_centre(1)]))
     run = widget.propagate("forward")
     assert run is not None and widget.propagation.running
-    qtbot.waitUntil(lambda: len(run.frames_written) >= 1, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: bool(run.frames_written) or run.finished, timeout=TIMEOUT)
+    assert run.frames_written, run.error
     assert widget.propagate_button.text() == "Cancel propagation"
     qtbot.mouseClick(widget.propagate_button, Qt.MouseButton.LeftButton)  # Cancel
+    clicked.set()
     qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
-    assert run.cancelled and 1 <= len(run.frames_written) < run.total == 4
+    assert run.cancelled and len(run.frames_written) == 1 and run.total == 4
     labels = widget.labels_layer
     for frame in range(5):
         assert (labels.data[frame] == 1).any() == (frame in run.frames_written), frame

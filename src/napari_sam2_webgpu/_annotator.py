@@ -27,7 +27,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -62,7 +62,8 @@ __all__ = [
 PROMPTS_NAME = "SAM2 prompts"
 BOX_NAME = "SAM2 box"
 PREVIEW_NAME = "SAM2 preview"
-LABELS_NAME = "SAM2 labels"
+#: Name of a new Labels layer: after its image ("cells labels"; napari adds " [1]"... if taken).
+LABELS_NAME = "{image} labels"
 POSITIVE_COLOR = "lime"
 NEGATIVE_COLOR = "red"
 BOX_COLOR = "cyan"
@@ -78,8 +79,12 @@ INLINE_DECODE_PIXELS = 2048 * 2048
 _ACTIONS = {"added", "removed", "changed"}
 
 
-class AnnotatorError(Exception):
-    """A user-facing problem (no image, wrong layer, 3D view...); the message says what to do."""
+class AnnotatorError(ValueError):
+    """A user-facing problem (no image, wrong layer, 3D view...); the message says what to do.
+
+    A ``ValueError``: from the console it is what a wrong argument (a Labels layer of another
+    shape, a layer that is not an image) raises, as the user guide promises.
+    """
 
 
 # ------------------------------------------------------------------------------------------------
@@ -268,6 +273,28 @@ def _same_geometry(a: Any, b: Any) -> bool:
     return all(np.allclose(ka[k], kb[k]) for k in ka)
 
 
+def _describe(obj: Any) -> str:
+    """``'name'`` of a layer, or the repr of something else (messages for wrong arguments)."""
+    name = getattr(obj, "name", None)
+    return f"'{name}'" if isinstance(name, str) else repr(obj)
+
+
+#: Non-numpy Labels data (dask, zarr) up to this many pixels is scanned for its largest label.
+_SCAN_PIXELS = 2**27
+
+
+def _max_label(data: Any) -> int | None:
+    """The largest label of a Labels layer's data, or None when it is too costly to find."""
+    if isinstance(data, np.ndarray):
+        return int(data.max(initial=0))
+    size = int(np.prod(getattr(data, "shape", ()), dtype=np.int64))
+    if size == 0:
+        return 0
+    if size > _SCAN_PIXELS:
+        return None
+    return int(np.asarray(data).max())
+
+
 def _layer_id(layer: Any) -> Any:
     return getattr(layer, "unique_id", None) or id(layer)
 
@@ -319,7 +346,7 @@ class DecodeRequest:
     labels: np.ndarray | None
     box: np.ndarray | None
     multimask: bool
-    started: float = field(default_factory=time.perf_counter)
+    started: float = 0.0
     inline: bool = False
 
 
@@ -342,10 +369,10 @@ def _guarded(method: Callable) -> Callable:
         try:
             return method(self, *args, **kwargs)
         except (AnnotatorError, ImageError, PromptError) as exc:
-            show_warning(str(exc))
+            self._problem(str(exc))
         except Exception as exc:  # a bug: keep the viewer usable and say what happened
             logger.exception("napari-sam2-webgpu: error in %s", method.__name__)
-            show_error(f"SAM2: unexpected error ({type(exc).__name__}: {exc}).")
+            self._problem(f"SAM2: unexpected error ({type(exc).__name__}: {exc}).", show_error)
         return None
 
     return wrapper
@@ -378,6 +405,9 @@ class Annotator:
     defer : callable, optional
         ``defer(fn)`` calls ``fn()`` soon, outside the current event (the widget uses a Qt
         timer), for work that must not nest in napari's layer removal. Default: at once.
+    clock : callable, optional
+        Seconds as a float, for timing decodes (which decides where the next one runs, see
+        ``inline_decode_seconds``). Default: :func:`time.perf_counter`; tests inject their own.
 
     Attributes
     ----------
@@ -385,7 +415,8 @@ class Annotator:
         ``status`` (something shown in the widget changed), ``object_id``, ``polarity``,
         ``layers`` (a layer in use was created, replaced or removed), ``needs_embedding`` (a
         prompt arrived on a slice that is not encoded), ``prompts`` (points or boxes were added,
-        moved or removed, on any slice).
+        moved or removed, on any slice), ``error`` (a problem was shown to the user; the event's
+        ``message`` is the whole text) and ``decoded`` (a new mask is in the preview).
     auto_encode : callable or None
         Called with no argument when prompts need an embedding that is not there; the widget
         starts an encode. When None, the user is told to encode.
@@ -396,7 +427,8 @@ class Annotator:
     inline_decode_seconds : float
         Decodes expected to be faster than this run directly on the GUI thread (lowest
         latency); slower ones (big images, slow CPUs) run through ``run_async`` with the newest
-        prompt winning. 0 sends every decode to ``run_async``.
+        prompt winning. 0 sends every decode to ``run_async``. The expectation is the duration
+        of the previous decode of the image, measured with ``clock``.
     last_decode_seconds, last_latency_seconds : float or None
         Time of the most recent decode (decoder and upsampling), and from the prompt change to
         the preview being updated.
@@ -411,11 +443,13 @@ class Annotator:
         cache: EmbeddingCache | None = None,
         run_async: Callable[[Callable[[], Any], Callable[[Any], None]], None] | None = None,
         defer: Callable[[Callable[[], None]], None] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.viewer = viewer
         self.cache = cache if cache is not None else EmbeddingCache()
         self._run_async = run_async or _run_now
         self._defer = defer or (lambda fn: fn())
+        self._clock = clock or time.perf_counter
         self.events = EmitterGroup(
             source=self,
             status=Event,
@@ -424,6 +458,8 @@ class Annotator:
             layers=Event,
             needs_embedding=Event,
             prompts=Event,
+            error=Event,
+            decoded=Event,
         )
         self.auto_encode: Callable[[], None] | None = None
         self.predictor: Sam2Predictor | None = None
@@ -477,6 +513,11 @@ class Annotator:
         if self._box is not None:
             self._box.events.data.disconnect(self._on_box_data)
 
+    def _problem(self, message: str, show: Callable[[str], None] | None = None) -> None:
+        """Tell the user about a problem (a warning by default) and emit ``events.error``."""
+        (show or show_warning)(message)
+        self.events.error(message=message)
+
     @contextlib.contextmanager
     def _mute(self) -> Iterator[None]:
         """Ignore the prompt layers' data events caused by the annotator itself."""
@@ -517,7 +558,10 @@ class Annotator:
         if layer is self._image:
             return
         if layer is not None and not isinstance(layer, Image):
-            raise AnnotatorError(f"'{layer.name}' is a {type(layer).__name__} layer, not an image.")
+            raise AnnotatorError(
+                f"{_describe(layer)} is not an image layer: choose an Image layer "
+                "(e.g. viewer.layers['name'])."
+            )
         old = self._image
         self._disconnect_image()
         self._image = layer
@@ -530,7 +574,9 @@ class Annotator:
                 and layer is not None
                 and not self._labels_fit(self._labels)
             ):
+                # A new target (the next commit creates one): its object ids start afresh.
                 self._labels = None
+                self._set_object_id(1)
         self._slice = None
         self._embedding_key = None
         self._decode_estimate = None
@@ -548,12 +594,14 @@ class Annotator:
         """
         if layer is not None:
             if not isinstance(layer, Labels) or layer is self._preview:
-                raise AnnotatorError(f"'{layer.name}' cannot receive labels: pick a Labels layer.")
+                raise AnnotatorError(
+                    f"{_describe(layer)} cannot receive labels: pick a Labels layer."
+                )
             if self._image is not None and not self._labels_fit(layer):
                 raise AnnotatorError(self._shape_mismatch(layer))
         self._labels = layer
-        self._object_id = self.next_free_id()
-        self.events.object_id(value=self._object_id)
+        # Another target: its own next free id, scanning lazy (dask, zarr) data once here.
+        self._set_object_id(self.next_free_id(scan=True))
         self.events.layers()
 
     def _labels_fit(self, layer: Labels) -> bool:
@@ -689,7 +737,7 @@ class Annotator:
         big = int(np.prod(shape, dtype=np.int64)) > LARGE_IMAGE_PIXELS
         labels = Labels(
             np.zeros(shape, dtype=np.uint16 if big else np.uint32),
-            name=LABELS_NAME,
+            name=LABELS_NAME.format(image=image.name),
             **_transform_kwargs(image),
         )
         active = self.viewer.layers.selection.active
@@ -924,7 +972,7 @@ class Annotator:
             with self._mute():
                 layer.selected_data = set()
                 layer.remove(bad)
-            show_warning(message)
+            self._problem(message)
 
     @_guarded
     def _on_box_data(self, event: Any) -> None:
@@ -1030,7 +1078,7 @@ class Annotator:
             if self.auto_encode is not None:
                 self.auto_encode()  # the widget encodes, or says why it cannot
             elif self.predictor is None:
-                show_warning(
+                self._problem(
                     "No SAM2 model is loaded yet: choose one in the SAM2 widget and press "
                     "Encode. Your prompts are kept and decoded once the image is encoded."
                 )
@@ -1040,12 +1088,14 @@ class Annotator:
             return None
         height, width = sl.shape
         multimask = self.multimask and height * width <= LARGE_IMAGE_PIXELS
-        return DecodeRequest(self._generation, sl, points, labels, box, multimask)
+        return DecodeRequest(
+            self._generation, sl, points, labels, box, multimask, started=self._clock()
+        )
 
-    @staticmethod
-    def _decode(predictor: Sam2Predictor, request: DecodeRequest) -> DecodeResult:
+    def _decode(self, predictor: Sam2Predictor, request: DecodeRequest) -> DecodeResult:
         """Runs on the worker thread; never raises."""
-        start = time.perf_counter()
+        clock = self._clock
+        start = clock()
         try:
             # Only the best mask is upsampled to full size: what the preview shows.
             mask, score, _ = predictor.predict_best(
@@ -1054,7 +1104,7 @@ class Annotator:
                 box=request.box,
                 multimask_output=request.multimask,
             )
-            return DecodeResult(request, mask, score, time.perf_counter() - start, None)
+            return DecodeResult(request, mask, score, clock() - start, None)
         except (PromptError, ValueError) as exc:
             return DecodeResult(request, error=str(exc))
         except Exception as exc:
@@ -1074,14 +1124,16 @@ class Annotator:
         if result.request.generation != self._generation:
             return
         if result.error:
-            show_warning(result.error)
+            self._problem(result.error)
             self._clear_preview()
             return
         try:
             self._show_preview(result)
         except Exception as exc:  # e.g. the image was removed in the meantime
             logger.exception("napari-sam2-webgpu: preview update failed")
-            show_error(f"SAM2: could not show the mask ({type(exc).__name__}: {exc}).")
+            self._problem(
+                f"SAM2: could not show the mask ({type(exc).__name__}: {exc}).", show_error
+            )
 
     def _show_preview(self, result: DecodeResult) -> None:
         sl = result.request.slice
@@ -1091,8 +1143,9 @@ class Annotator:
         self._has_preview = True
         self.last_score = result.score
         self.last_decode_seconds = result.seconds
-        self.last_latency_seconds = time.perf_counter() - result.request.started
+        self.last_latency_seconds = self._clock() - result.request.started
         self.events.status()
+        self.events.decoded()
 
     def _clear_preview(self) -> None:
         if self._has_preview and self._preview is not None:
@@ -1119,18 +1172,29 @@ class Annotator:
         value = int(value)
         if value < 1:
             raise ValueError(f"object ids start at 1 (0 is background), got {value}")
-        self._object_id = value
-        self.events.object_id(value=value)
+        self._set_object_id(value)
 
-    def next_free_id(self) -> int:
-        """One more than the largest label in the target layer (1 when there is none)."""
+    def _set_object_id(self, value: int) -> None:
+        self._object_id = int(value)
+        self.events.object_id(value=self._object_id)
+
+    def next_free_id(self, scan: bool = False) -> int:
+        """One more than the largest label in the target layer (1 when there is none).
+
+        Parameters
+        ----------
+        scan : bool
+            Also read Labels data that is not a numpy array (dask, zarr; up to 128 Mi pixels)
+            to find its largest label; otherwise such a layer gets the current id + 1.
+        """
         labels = self._labels
         if labels is None or labels not in self.viewer.layers:
             return 1
         data = labels.data
-        if isinstance(data, np.ndarray):
-            return int(data.max(initial=0)) + 1
-        return max(self._object_id + 1, 1)
+        largest = _max_label(data) if scan or isinstance(data, np.ndarray) else None
+        if largest is None:  # not scanned: at least past the ids used so far
+            return max(self._object_id + 1, 1)
+        return largest + 1
 
     def next_object(self) -> int:
         """Move the object id to the next free id; returns it."""
@@ -1277,8 +1341,7 @@ class Annotator:
             self._defer(functools.partial(self._after_image_removed, layer.name))
         elif layer is self._labels:
             self._labels = None
-            self._object_id = 1
-            self.events.object_id(value=1)
+            self._set_object_id(1)
             message = (
                 f"The Labels layer '{layer.name}' was removed; the next commit creates a new "
                 "one. Other Labels layers are untouched."

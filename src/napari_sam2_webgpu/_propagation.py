@@ -114,10 +114,19 @@ def video_components(
         ``((memory_attention, memory_encoder), None)``, or ``(None, message)`` where the
         message says how to get them.
     """
+    files, reason, _ = _video_components(predictor, size)
+    return files, reason
+
+
+def _video_components(
+    predictor: Sam2Predictor | None, size: str | None = None
+) -> tuple[tuple[Path, Path] | None, str | None, str | None]:
+    """:func:`video_components`, and the reason in one short line for the widget's status."""
     from .models import companion_video_files
 
     if predictor is None:
-        return None, "Load a model first (press Encode)."
+        reason = "Load a model first (press Encode)."
+        return None, reason, reason
     command = _EXPORT_HINT.format(size=size or "tiny")
     encoder = getattr(predictor, "encoder_path", None)
     files = companion_video_files(encoder) if encoder is not None else None
@@ -128,17 +137,30 @@ def video_components(
             else "or export your checkpoint with --out FOLDER and choose its encoder and "
             "decoder (the memory files are found next to the encoder, same name stem)"
         )
-        return None, (
+        return (
+            None,
             "Propagation needs the model's video components (memory attention and memory "
             "encoder), which SAM2 does not publish as ONNX and this model does not have. "
-            f"Export them once from the official checkpoint:\n  {command}\n{where}."
+            f"Export them once from the official checkpoint:\n  {command}\n{where}.",
+            "Propagate: this model has no video components (the button's tooltip says how "
+            "to export them).",
         )
-    if "obj_ptrs" not in getattr(predictor, "_decoder_outputs", ()):
-        return None, (
+    if not _has_object_pointers(predictor):
+        return (
+            None,
             "This decoder has no object-pointer output, which propagation needs: use the "
-            f"encoder and decoder exported together with the video components ({command})."
+            f"encoder and decoder exported together with the video components ({command}).",
+            "Propagate: this decoder has no object-pointer output (see the button's tooltip).",
         )
-    return files, None
+    return files, None, None
+
+
+def _has_object_pointers(predictor: Any) -> bool:
+    """Whether the predictor's decoder outputs ``obj_ptrs`` (which propagation needs)."""
+    decoder = getattr(predictor, "decoder", None)
+    if hasattr(decoder, "has_object_pointers"):
+        return bool(decoder.has_object_pointers)
+    return "obj_ptrs" in getattr(predictor, "_decoder_outputs", ())  # earlier predictors
 
 
 # ------------------------------------------------------------------------------------------------
@@ -450,7 +472,9 @@ class PropagationController:
     last_run : PropagationRun or None
         The last finished run.
     unavailable_reason : str or None
-        Why the loaded model cannot propagate (None: it can).
+        Why the loaded model cannot propagate (None: it can), with what to do about it.
+    unavailable_summary : str or None
+        The same in one short line (the widget's status).
     """
 
     def __init__(self, annotator: Annotator) -> None:
@@ -458,6 +482,7 @@ class PropagationController:
         self.run: PropagationRun | None = None
         self.last_run: PropagationRun | None = None
         self.unavailable_reason: str | None = "Load a model first (press Encode)."
+        self.unavailable_summary: str | None = self.unavailable_reason
         self._video_files: tuple[Path, Path] | None = None
         self._predictor: Sam2Predictor | None = None
         self._propagator: Sam2Propagator | None = None
@@ -475,7 +500,9 @@ class PropagationController:
         self._predictor = predictor
         self._propagator = None
         self._drop_state()
-        self._video_files, self.unavailable_reason = video_components(predictor, size)
+        self._video_files, self.unavailable_reason, self.unavailable_summary = _video_components(
+            predictor, size
+        )
 
     @property
     def available(self) -> bool:

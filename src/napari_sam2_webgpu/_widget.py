@@ -19,13 +19,16 @@ From napari's console (``viewer.window.add_plugin_dock_widget`` returns the widg
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -47,7 +50,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._annotator import Annotator, AnnotatorError, EncodeRequest
+from ._annotator import Annotator, AnnotatorError, EncodeRequest, _describe
 from ._propagation import DIRECTIONS, PropagationController, PropagationRun, exported_model_files
 from .embedding_cache import EmbeddingCache
 from .predictor import PromptError
@@ -154,6 +157,46 @@ def _error_message(exc: BaseException) -> str:
     return f"SAM2 failed: {name}: {exc}"
 
 
+def _device_line(info: Any) -> str:
+    """One short line for the Device row: where the model runs (the details go in a tooltip)."""
+    provider = getattr(info, "provider", None)
+    adapter = getattr(info, "adapter", None)
+    if provider == "webgpu":
+        if adapter is None:
+            return "WebGPU"
+        backend = f" ({adapter.backend})" if getattr(adapter, "backend", "") else ""
+        return f"WebGPU: {adapter.name}{backend}"
+    if provider == "cpu":
+        return "CPU (WebGPU unavailable)" if getattr(info, "fallback_reason", None) else "CPU"
+    return str(info).splitlines()[0] if str(info) else "unknown"
+
+
+def _device_details(info: Any) -> str:
+    """The Device row's tooltip: the execution provider in full, and where to learn more."""
+    lines = [info.describe() if hasattr(info, "describe") else str(info)]
+    reason = getattr(info, "fallback_reason", None)
+    if reason:
+        lines.append(f"Why not WebGPU: {reason}")
+    requested = getattr(info, "requested", None)
+    if requested:
+        lines.append(f"Backend asked for: {requested}")
+    lines.append("'napari-sam2-webgpu doctor' prints the full report.")
+    return "\n".join(lines)
+
+
+def _disconnect(slots: list[tuple[Any, Callable]]) -> None:
+    """Disconnect a finished worker's ``(signal, slot)`` pairs.
+
+    Qt keeps a connected slot for as long as the worker lives, and these slots refer to the
+    worker and the widget: a reference cycle through Qt that Python's garbage collector cannot
+    see, which would keep every widget, viewer and model of a session in memory.
+    """
+    for signal, slot in slots:
+        with contextlib.suppress(TypeError, RuntimeError):
+            signal.disconnect(slot)
+    slots.clear()
+
+
 def _unwrap(obj: Any) -> Any:
     """The object behind napari's PublicOnlyProxy (or the object itself)."""
     return getattr(obj, "__wrapped__", obj)
@@ -182,7 +225,8 @@ class Sam2Widget(QWidget):
     propagation : napari_sam2_webgpu._propagation.PropagationController
         The Qt-free propagation through stacks (its ``check()`` says why Propagate is off).
     last_error : str or None
-        The message of the last failure shown in the viewer.
+        The message of the last failure, shown in full in the dock under the buttons; None
+        once an action (load, encode, decode, commit, undo, propagation) succeeded since.
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
@@ -199,6 +243,7 @@ class Sam2Widget(QWidget):
         self.propagation = PropagationController(self.annotator)
         self._propagation_bar: Any = None
         self.last_error: str | None = None
+        self._errors = 0  # counts failures, so that encode(wait=True) knows one was reported
         self._predictor: Sam2Predictor | None = None
         self._loaded_choice: _ModelChoice | None = None
         self._job: _Job | None = None
@@ -209,6 +254,7 @@ class Sam2Widget(QWidget):
         self._bridge.progress.connect(self._on_progress)
         self._bound_keys: list[tuple[Any, str, Any]] = []
         self._closed = False
+        self._finishing = 0  # inside _job_done (which may process Qt events)
         self._last_encode_seconds: float | None = None
 
         self._build_ui()
@@ -265,6 +311,7 @@ class Sam2Widget(QWidget):
         form.addRow("Backend", self.backend_combo)
         self.device_label = QLabel("not loaded")
         self.device_label.setWordWrap(True)
+        self.device_label.setToolTip("Where the loaded model runs (load a model first).")
         form.addRow("Device", self.device_label)
 
         self.encode_button = QPushButton("Encode")
@@ -322,8 +369,18 @@ class Sam2Widget(QWidget):
         row.addWidget(self.direction_combo)
         layout.addLayout(row)
 
+        # The last failure in full (toasts cut long messages), selectable to copy it.
+        self.error_label = QLabel()
+        self.error_label.setObjectName("sam2_error")
+        self.error_label.setWordWrap(True)
+        self.error_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label.setStyleSheet("color: #e8605a;")  # readable on dark and light themes
+        self.error_label.setVisible(False)
+        layout.addWidget(self.error_label)
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
+        self.status_label.setTextFormat(Qt.TextFormat.PlainText)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.status_label)
         layout.addStretch(1)
@@ -351,6 +408,8 @@ class Sam2Widget(QWidget):
         events.polarity.connect(self._refresh_polarity)
         events.layers.connect(self._on_layers_changed)
         events.prompts.connect(self._refresh_status)
+        events.error.connect(lambda event: self._set_error(event.message))
+        events.decoded.connect(lambda event: self._clear_error())
         layers = self.viewer.layers
         layers.events.inserted.connect(self._refresh_layer_choices)
         layers.events.removed.connect(self._on_layer_removed)
@@ -455,6 +514,8 @@ class Sam2Widget(QWidget):
         layer = _unwrap(layer)
         if layer is self.annotator.image_layer:
             return
+        if layer is not None and not isinstance(layer, Image):
+            raise AnnotatorError(f"{_describe(layer)} is not an image layer.")  # a ValueError
         if self._job is not None and self._job.request is not None:
             self.cancel(quiet=True)
         self.annotator.set_image_layer(layer)
@@ -667,20 +728,38 @@ class Sam2Widget(QWidget):
         Parameters
         ----------
         wait : bool
-            Block (keeping the viewer responsive) until the embedding is ready.
+            Block (keeping the viewer responsive) until the embedding is ready, after a load
+            still running (e.g. ``load_model(...)`` without ``wait``) and this encode.
 
         Returns
         -------
         ImageEmbedding or None
-            With ``wait=True``, the embedding (None on failure, shown in the viewer).
+            With ``wait=True``, the embedding of the displayed slice. None when it could not be
+            made (the load or the encode failed, no image, cancelled...): the reason is then
+            shown in the viewer and the dock, and kept in :attr:`last_error`.
         """
+        errors = self._errors
         if self._job is not None:
-            self._encode_queued = True
+            self._encode_queued = True  # after the running load or encode
         else:
             self._start_encode()
-        if wait:
-            self.wait()
-            return self._predictor.embedding if self.annotator.is_ready else None
+        if not wait:
+            return None
+        # Only this encode (and the load before it): not decodes or a propagation.
+        self._run_loop_until(
+            lambda: self._job is None and not self._encode_queued and not self._finishing, None
+        )
+        # The chosen model's embedding only: after a failed load the old model is still there.
+        chosen = self._selected_choice() == self._loaded_choice
+        if chosen and self._predictor is not None and self.annotator.is_ready:
+            embedding = self._predictor.embedding
+            if embedding is not None:
+                return embedding
+        if self._errors == errors and self._alive():  # never a silent None
+            self._warn(
+                "SAM2: the displayed slice was not encoded (the encode was cancelled, or the "
+                "image or slice changed meanwhile): press Encode again."
+            )
         return None
 
     def _start_encode(self) -> None:
@@ -697,6 +776,7 @@ class Sam2Widget(QWidget):
         if not need_load:
             cached = self.cache.get(request.key(self.annotator.model_key))
             if cached is not None:
+                self._clear_error()
                 self.annotator.finish_encode(request, cached, self._predictor)
                 self._refresh_status()
                 return
@@ -743,6 +823,9 @@ class Sam2Widget(QWidget):
     def _start_job(self, choice: _ModelChoice | None, request: EncodeRequest | None) -> None:
         self._tokens += 1
         job = _Job(self._tokens, choice, request)
+        # Current before its progress bar exists: creating one processes Qt events, in which a
+        # waiting encode(wait=True) must not see "no job".
+        self._job = job
         what = choice.describe() if choice is not None else ""
         # Steps (look for the model / create sessions / encode); downloads count KiB.
         steps = (2 if choice is not None else 0) + (1 if request is not None else 0)
@@ -751,6 +834,9 @@ class Sam2Widget(QWidget):
             desc=f"SAM2: loading {what}" if choice is not None else "SAM2: encoding",
             cancel_callback=lambda: self._cancel_job(job),
         )
+        if job.cancelled:  # while the bar was being made
+            self._close_progress(job)
+            return
         predictor = self._predictor
         bridge = self._bridge
 
@@ -771,7 +857,6 @@ class Sam2Widget(QWidget):
             except BaseException as exc:  # noqa: BLE001 - reported on the GUI thread
                 return _Outcome(error=exc)
 
-        self._job = job
         job.worker = self._run_async(work, lambda outcome: self._job_done(job, outcome))
         self._refresh_status()
 
@@ -822,6 +907,16 @@ class Sam2Widget(QWidget):
     def _job_done(self, job: _Job, outcome: _Outcome) -> None:
         if self._closed:
             return
+        # Closing a progress bar processes Qt events: until the outcome is applied (and a
+        # queued encode started), waiting callers must still see the widget busy.
+        self._finishing += 1
+        try:
+            self._apply_outcome(job, outcome)
+        finally:
+            self._finishing -= 1
+        self._refresh_status()
+
+    def _apply_outcome(self, job: _Job, outcome: _Outcome) -> None:
         current = job is self._job
         if current:
             self._job = None
@@ -830,8 +925,9 @@ class Sam2Widget(QWidget):
             if current and not isinstance(outcome.error, _Cancelled):
                 self._encode_queued = False
                 self._fail(_error_message(outcome.error), outcome.error)
-            self._refresh_status()
             return
+        if current:
+            self._clear_error()
         if current and job.choice is not None:
             self._set_predictor(outcome.predictor, job.choice)
         if outcome.embedding is not None:
@@ -844,28 +940,37 @@ class Sam2Widget(QWidget):
             self._encode_queued = False
             if not self.annotator.has_exact_embedding() or not self.annotator.is_ready:
                 self._start_encode()
-        self._refresh_status()
 
     def _set_predictor(self, predictor: Sam2Predictor, choice: _ModelChoice) -> None:
         self._predictor = predictor
         self._loaded_choice = choice
         self._last_encode_seconds = None
         info = predictor.backend_info
-        self.device_label.setText(info.describe() if hasattr(info, "describe") else str(info))
+        self.device_label.setText(_device_line(info))
+        self.device_label.setToolTip(_device_details(info))
         self.annotator.set_predictor(predictor)
         self.propagation.set_model(predictor, choice.size)
 
     def _run_async(self, fn: Callable[[], Any], on_done: Callable[[Any], None]) -> Any:
         """Run ``fn`` (which never raises) in a worker thread; ``on_done`` on the GUI thread."""
-        worker = create_worker(fn, _start_thread=False)
+        # napari's window keeps every worker (its task list), so the worker gets ``fn`` (and
+        # the model, pixels... it refers to) only through a holder emptied when it finishes.
+        holder = [fn]
+        worker = create_worker(lambda: holder[0](), _start_thread=False)
         self._workers.add(worker)
 
         def done(result: Any) -> None:
             if self._alive():
                 on_done(result)
 
-        worker.returned.connect(done)
-        worker.finished.connect(lambda: self._workers.discard(worker))
+        def finished() -> None:
+            self._workers.discard(worker)
+            _disconnect(slots)
+            holder.clear()
+
+        slots = [(worker.returned, done), (worker.finished, finished)]
+        for signal, slot in slots:
+            signal.connect(slot)
         worker.start()
         return worker
 
@@ -875,6 +980,7 @@ class Sam2Widget(QWidget):
         return bool(
             self._job is not None
             or self._encode_queued
+            or self._finishing
             or self.annotator.decoding
             or self._workers
             or self.propagation.running
@@ -913,12 +1019,34 @@ class Sam2Widget(QWidget):
             ``viewer.dims.ndim`` of them, or only the two displayed ones).
         positive : bool
             Object (True) or background (False).
+
+        Raises
+        ------
+        ValueError
+            ``position`` is not 2 or ``viewer.dims.ndim`` numbers.
         """
-        self._guard(self.annotator.add_point, position, positive)
+        self._guard(self.annotator.add_point, self._check_position(position), bool(positive))
 
     def add_box(self, start: Sequence[float], end: Sequence[float]) -> None:
-        """Add a box prompt between two opposite corners (world coordinates) and decode."""
-        self._guard(self.annotator.add_box, start, end)
+        """Add a box prompt between two opposite corners (world coordinates) and decode.
+
+        Raises
+        ------
+        ValueError
+            A corner is not 2 or ``viewer.dims.ndim`` numbers.
+        """
+        self._guard(self.annotator.add_box, self._check_position(start), self._check_position(end))
+
+    def _check_position(self, position: Sequence[float]) -> np.ndarray:
+        """A world position as floats; ValueError (a wrong argument) for a wrong length."""
+        pos = np.asarray(position, dtype=float).ravel()  # ValueError/TypeError: not numbers
+        ndim = self.viewer.dims.ndim
+        if len(pos) not in (2, ndim):
+            raise ValueError(
+                f"position has {len(pos)} coordinates; give the {ndim} world coordinates in "
+                "napari's axis order (as event.position), or the 2 displayed ones."
+            )
+        return pos
 
     def commit(self) -> int:
         """Write the previewed mask into :attr:`labels_layer` under :attr:`object_id`.
@@ -935,8 +1063,12 @@ class Sam2Widget(QWidget):
             done = self.object_id
             self.propagation.finish_object()
             show_info(f"SAM2: object {done} was propagated; next object {self.object_id}.")
+            self._clear_error()
             return 0
-        return self._guard(self.annotator.commit) or 0
+        painted = self._guard(self.annotator.commit) or 0
+        if painted:
+            self._clear_error()
+        return painted
 
     def clear(self) -> None:
         """Remove the prompts and the preview (committed labels are untouched)."""
@@ -949,7 +1081,9 @@ class Sam2Widget(QWidget):
         done = self.annotator.undo()
         if keep is not None:
             self.object_id = keep
-        if not done:
+        if done:
+            self._clear_error()
+        else:
             show_info("SAM2: nothing to undo.")
         return done
 
@@ -957,8 +1091,12 @@ class Sam2Widget(QWidget):
         """Set :attr:`object_id` to the next free id (largest label + 1); returns it."""
         return self.annotator.next_object()
 
-    def wait_for_decode(self, timeout: float = 30.0) -> None:
-        """Process events until the latest prompt's mask is shown."""
+    def wait_for_decode(self, timeout: float | None = None) -> None:
+        """Process events until the latest prompt's mask is shown (or ``timeout`` seconds).
+
+        Without a timeout, as :meth:`commit` waits: a decode always ends, and on a busy
+        machine a fixed limit would commit a stale mask.
+        """
         self._run_loop_until(lambda: not self.annotator.decoding, timeout)
 
     # ------------------------------------------------------------- console API: propagation
@@ -987,30 +1125,68 @@ class Sam2Widget(QWidget):
         PropagationRun or None
             The run (``frames_written``, ``seconds``, ``cancelled``, ``error``); None when it
             cannot start (the reason is shown and kept in :attr:`last_error`).
+
+        Raises
+        ------
+        ValueError
+            An unknown direction, or an axis that is displayed or not an axis of the image.
         """
         if direction is not None:
             if direction not in DIRECTIONS:
                 raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
             self.direction_combo.setCurrentText(direction)
-        try:
-            run = self.propagation.start(self.direction_combo.currentText(), axis)
-        except (AnnotatorError, ImageError, PromptError) as exc:
-            self._warn(str(exc))
+        if axis is not None:
+            axis = self._check_axis(axis)
+        run = self._guard(self.propagation.start, self.direction_combo.currentText(), axis)
+        if run is None:
             return None
         self._propagation_bar = _Progress(
             total=0,
             desc=f"SAM2: propagating object {run.object_id}",
             cancel_callback=self.cancel_propagation,
         )
-        worker = create_worker(run.steps, _start_thread=False)
+        holder = [run]  # see _run_async: napari keeps the worker
+
+        def steps() -> Any:
+            yield from holder[0].steps()
+
+        worker = create_worker(steps, _start_thread=False)
         self._workers.add(worker)
-        worker.yielded.connect(lambda step: self._on_propagation_step(run, step))
-        worker.finished.connect(lambda: self._on_propagation_done(run, worker))
+
+        def finished() -> None:
+            _disconnect(slots)
+            holder.clear()
+            self._on_propagation_done(run, worker)
+
+        slots = [
+            (worker.yielded, lambda step: self._on_propagation_step(run, step)),
+            (worker.finished, finished),
+        ]
+        for signal, slot in slots:
+            signal.connect(slot)
         worker.start()
         self._refresh_status()
         if wait:
             self._run_loop_until(lambda: run.finished, None)
         return run
+
+    def _check_axis(self, axis: Any) -> int:
+        """``axis`` as an int; ValueError unless it is a not-displayed axis of the image."""
+        try:
+            axis = operator.index(axis)
+        except TypeError:
+            raise ValueError(f"axis must be an integer, got {axis!r}") from None
+        try:
+            sl = self.annotator.current_slice()
+        except AnnotatorError:
+            return axis  # no image, or a 3D view: a failure that start() reports
+        free = [a for a, _ in sl.indices]
+        if axis not in free:
+            raise ValueError(
+                f"axis must be a data axis of '{self.image_layer.name}' that is not displayed "
+                f"({free or 'none: it is a 2D image'}), got {axis}"
+            )
+        return axis
 
     def cancel_propagation(self) -> None:
         """Stop the propagation after the slice being computed; slices written stay."""
@@ -1051,6 +1227,8 @@ class Sam2Widget(QWidget):
         self._close_propagation_bar()
         if run.error is not None:
             self._fail(_error_message(run.error), run.error)
+        elif not run.cancelled:
+            self._clear_error()
         self._refresh_status()
 
     def _close_propagation_bar(self) -> None:
@@ -1059,23 +1237,45 @@ class Sam2Widget(QWidget):
             bar.close()
 
     def _guard(self, fn: Callable, *args: Any) -> Any:
+        """Run a console method's work (arguments already checked): a failure becomes a
+        message and None, never a traceback, as the user guide promises."""
         try:
             return fn(*args)
         except (AnnotatorError, ImageError, PromptError) as exc:
             self._warn(str(exc))
+        except Exception as exc:  # e.g. a read-only Labels layer: say so, keep going
+            message = f"SAM2 failed: {type(exc).__name__}: {exc}"
+            logger.warning("napari-sam2-webgpu: %s", message, exc_info=exc)
+            self._set_error(message)
+            show_error(message)
         return None
 
     def _warn(self, message: str) -> None:
-        self.last_error = message
+        self._set_error(message)
         show_warning(message)
 
     def _fail(self, message: str, exc: BaseException | None = None) -> None:
-        self.last_error = message
+        self._set_error(message)
         if exc is not None and not isinstance(
             exc, ImageError | AnnotatorError | FileNotFoundError | ValueError
         ):
             logger.warning("napari-sam2-webgpu: %s", message, exc_info=exc)
         show_error(message)
+
+    def _set_error(self, message: str | None) -> None:
+        """Keep ``message`` as :attr:`last_error` and show it in full in the dock."""
+        self.last_error = message or None
+        if message:
+            self._errors += 1
+        if not self._alive():
+            return
+        self.error_label.setText(message or "")
+        self.error_label.setVisible(bool(message))
+
+    def _clear_error(self) -> None:
+        """An action succeeded: the last error is no longer current."""
+        if self.last_error is not None:
+            self._set_error(None)
 
     # ------------------------------------------------------------- shortcuts
     def _bind_keys(self, target: Any) -> None:
@@ -1120,8 +1320,9 @@ class Sam2Widget(QWidget):
         run = self.propagation.run or self.propagation.last_run
         if run is not None:
             lines.append(run.describe())
-        elif p is not None and self.propagation.unavailable_reason:
-            lines.append(self.propagation.unavailable_reason)
+        elif p is not None and self.propagation.unavailable_summary:
+            # One line; the Propagate button's tooltip has the whole explanation.
+            lines.append(self.propagation.unavailable_summary)
         lines.append(f"Cache: {len(self.cache)} slices, {self.cache.nbytes / 2**20:.0f} MiB")
         self.status_label.setText("\n".join(lines))
         running = self.propagation.running
@@ -1132,8 +1333,9 @@ class Sam2Widget(QWidget):
 
     @property
     def status(self) -> str:
-        """The status line's text."""
-        return self.status_label.text()
+        """The status text, after the last error (if any) in full."""
+        text = self.status_label.text()
+        return f"{self.last_error}\n{text}" if self.last_error else text
 
     # ------------------------------------------------------------- teardown
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
@@ -1168,6 +1370,12 @@ class Sam2Widget(QWidget):
         self._closed = True
         self._unbind_keys()
         self.annotator.close()
+        # Let go of the model and the embeddings (up to the cache's GiB) now: napari may keep a
+        # closed widget, or its whole window, alive for a while.
+        self._predictor = self._loaded_choice = None
+        self.annotator.predictor = None
+        self.propagation.set_model(None)
+        self.cache.clear()
         layers = self.viewer.layers
         for emitter, cb in (
             (layers.events.inserted, self._refresh_layer_choices),
