@@ -640,3 +640,28 @@ def test_problems_are_emitted_for_the_widget(setup, messages):
     assert len(errors) == 1 and errors[0] == messages[-1][1] and "inside the image" in errors[0]
     annotator.add_point(here(viewer, image, 40, 60))
     assert decoded == [1]
+
+
+def test_a_queued_decode_uses_the_embedding_of_its_request(micro_predictor):
+    """The worker decodes against the embedding taken with the click, even if the predictor's
+    current image changes before it runs (a mask must never mix two images)."""
+    viewer = ViewerModel()
+    image = viewer.add_image(blob_image(96, 128)[..., 0])
+    queued = []
+    annotator = Annotator(viewer, run_async=lambda fn, done: queued.append((fn, done)))
+    annotator.inline_decode_seconds = 0  # every decode goes to the worker
+    annotator.set_image_layer(image)
+    annotator.set_predictor(micro_predictor)
+    encode(annotator)
+    clicked = micro_predictor.embedding
+    annotator.add_point([40, 60])
+    assert len(queued) == 1
+    other = micro_predictor.compute_embedding(blob_image(96, 128, seed=9)[..., 0])
+    micro_predictor.set_embedding(other)  # another slice became current meanwhile
+    fn, done = queued.pop()
+    result = fn()
+    expected, _, _ = micro_predictor.predict_best(
+        point_coords=[[60, 40]], point_labels=[1], embedding=clicked
+    )
+    np.testing.assert_array_equal(result.mask, expected)
+    done(result)

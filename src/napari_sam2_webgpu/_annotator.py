@@ -348,6 +348,9 @@ class DecodeRequest:
     multimask: bool
     started: float = 0.0
     inline: bool = False
+    #: The slice's embedding, taken when the request is made: the worker decodes against it,
+    #: so a mask can never mix two images when the GUI thread switches slices meanwhile.
+    embedding: ImageEmbedding | None = None
 
 
 @dataclass
@@ -413,10 +416,10 @@ class Annotator:
     ----------
     events : EmitterGroup
         ``status`` (something shown in the widget changed), ``object_id``, ``polarity``,
-        ``layers`` (a layer in use was created, replaced or removed), ``needs_embedding`` (a
-        prompt arrived on a slice that is not encoded), ``prompts`` (points or boxes were added,
-        moved or removed, on any slice), ``error`` (a problem was shown to the user; the event's
-        ``message`` is the whole text) and ``decoded`` (a new mask is in the preview).
+        ``layers`` (a layer in use was created, replaced or removed), ``prompts`` (points or
+        boxes were added, moved or removed, on any slice), ``error`` (a problem was shown to the
+        user; the event's ``message`` is the whole text) and ``decoded`` (a new mask is in the
+        preview).
     auto_encode : callable or None
         Called with no argument when prompts need an embedding that is not there; the widget
         starts an encode. When None, the user is told to encode.
@@ -456,7 +459,6 @@ class Annotator:
             object_id=Event,
             polarity=Event,
             layers=Event,
-            needs_embedding=Event,
             prompts=Event,
             error=Event,
             decoded=Event,
@@ -488,7 +490,6 @@ class Annotator:
         self.last_decode_seconds: float | None = None
         self.last_latency_seconds: float | None = None
         self.last_score: float | None = None
-        self.last_painted = 0
 
         viewer.layers.events.removed.connect(self._on_layer_removed)
         viewer.dims.events.current_step.connect(self._on_dims_changed)
@@ -1084,12 +1085,18 @@ class Annotator:
                 )
             else:
                 show_info("This slice is not encoded yet: press Encode in the SAM2 widget.")
-            self.events.needs_embedding()
             return None
         height, width = sl.shape
         multimask = self.multimask and height * width <= LARGE_IMAGE_PIXELS
         return DecodeRequest(
-            self._generation, sl, points, labels, box, multimask, started=self._clock()
+            self._generation,
+            sl,
+            points,
+            labels,
+            box,
+            multimask,
+            started=self._clock(),
+            embedding=self.predictor.embedding,
         )
 
     def _decode(self, predictor: Sam2Predictor, request: DecodeRequest) -> DecodeResult:
@@ -1103,6 +1110,7 @@ class Annotator:
                 point_labels=request.labels,
                 box=request.box,
                 multimask_output=request.multimask,
+                embedding=request.embedding,
             )
             return DecodeResult(request, mask, score, clock() - start, None)
         except (PromptError, ValueError) as exc:
@@ -1228,7 +1236,6 @@ class Annotator:
         value = self._object_id
         check_label_value(labels, value)
         painted = self._paint(labels, sl, mask, value)
-        self.last_painted = painted
         if painted == 0:
             raise AnnotatorError(
                 "Nothing was written: every pixel of the mask already has a label. Tick "

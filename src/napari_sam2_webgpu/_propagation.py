@@ -44,6 +44,7 @@ from ._annotator import (
     _model_key,
     check_label_value,
 )
+from .video import DIRECTIONS
 
 if TYPE_CHECKING:  # pragma: no cover
     from napari.layers import Image, Labels
@@ -58,42 +59,13 @@ __all__ = [
     "PropagationRun",
     "PropagationStep",
     "StackSpec",
-    "exported_model_files",
     "stack_prompts",
     "stack_spec",
     "video_components",
 ]
 
-#: Directions of a run, as :data:`napari_sam2_webgpu.video.DIRECTIONS` (no import of the
-#: video module, and so of scipy, until a run starts).
-DIRECTIONS = ("forward", "backward", "both")
-_EXPORT_HINT = (
-    "napari-sam2-webgpu export --size {size} --checkpoint sam2.1_hiera_{size}.pt --install"
-)
-
-
 # ------------------------------------------------------------------------------------------------
 # which model files
-
-
-def exported_model_files(size: str) -> tuple[Path, Path] | None:
-    """Encoder and decoder of ``size`` exported with ``napari-sam2-webgpu export --install``.
-
-    Such an export has the video components next to it, so the widget loads it instead of the
-    downloaded pair (which has none) when it exists.
-
-    Returns
-    -------
-    (Path, Path) or None
-        ``(encoder, decoder)``, or None when ``size`` was not exported.
-    """
-    from .models import ModelNotAvailableError, find_video_model
-
-    try:
-        paths = find_video_model(size)
-    except (ModelNotAvailableError, OSError, ValueError):
-        return None
-    return paths.encoder, paths.decoder
 
 
 def video_components(
@@ -122,12 +94,12 @@ def _video_components(
     predictor: Sam2Predictor | None, size: str | None = None
 ) -> tuple[tuple[Path, Path] | None, str | None, str | None]:
     """:func:`video_components`, and the reason in one short line for the widget's status."""
-    from .models import companion_video_files
+    from .models import companion_video_files, export_command
 
     if predictor is None:
         reason = "Load a model first (press Encode)."
         return None, reason, reason
-    command = _EXPORT_HINT.format(size=size or "tiny")
+    command = export_command(size or "tiny")
     encoder = getattr(predictor, "encoder_path", None)
     files = companion_video_files(encoder) if encoder is not None else None
     if files is None:
@@ -157,10 +129,7 @@ def _video_components(
 
 def _has_object_pointers(predictor: Any) -> bool:
     """Whether the predictor's decoder outputs ``obj_ptrs`` (which propagation needs)."""
-    decoder = getattr(predictor, "decoder", None)
-    if hasattr(decoder, "has_object_pointers"):
-        return bool(decoder.has_object_pointers)
-    return "obj_ptrs" in getattr(predictor, "_decoder_outputs", ())  # earlier predictors
+    return bool(predictor.decoder.has_object_pointers)
 
 
 # ------------------------------------------------------------------------------------------------

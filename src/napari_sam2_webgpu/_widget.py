@@ -51,10 +51,12 @@ from qtpy.QtWidgets import (
 )
 
 from ._annotator import Annotator, AnnotatorError, EncodeRequest, _describe
-from ._propagation import DIRECTIONS, PropagationController, PropagationRun, exported_model_files
+from ._propagation import DIRECTIONS, PropagationController, PropagationRun
 from .embedding_cache import EmbeddingCache
+from .models import MODEL_SIZES
 from .predictor import PromptError
 from .preprocess import ImageError
+from .runtime import BACKENDS
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -65,9 +67,7 @@ logger = logging.getLogger("napari_sam2_webgpu")
 
 __all__ = ["SHORTCUTS", "Sam2Widget"]
 
-MODEL_SIZES = ("tiny", "small", "base_plus", "large")
 CUSTOM = "custom files"
-BACKENDS = ("auto", "webgpu", "cpu")
 NEW_LABELS = "New Labels layer"
 
 #: Keyboard shortcuts (napari key names) -> widget method. Active while the viewer has focus.
@@ -865,19 +865,16 @@ class Sam2Widget(QWidget):
         from .predictor import Sam2Predictor
 
         if choice.size is not None:
-            from .models import ensure_model
+            from .models import resolve_model
 
             report(f"SAM2: looking for {choice.describe()}", 0)
 
             def download(done: int, total: int, filename: str) -> None:
                 report(f"SAM2: downloading {filename}", done >> 10, total >> 10)
 
-            # An export with --install has the video components: prefer it to the download.
-            exported = exported_model_files(choice.size)
-            if exported is None:
-                paths = ensure_model(choice.size, progress=download)
-                exported = paths.encoder, paths.decoder
-            (encoder, decoder), name = exported, choice.describe()
+            # The library's one policy: an installed export (with video components) wins.
+            paths = resolve_model(choice.size, progress=download)
+            encoder, decoder, name = paths.encoder, paths.decoder, choice.describe()
         else:
             encoder, decoder, name = choice.encoder, choice.decoder, None
         report("SAM2: creating ONNX Runtime sessions", 1)
