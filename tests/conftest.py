@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +22,47 @@ with contextlib.suppress(ImportError):
 os.environ.setdefault("NAPARI_SAM2_WEBGPU_OFFLINE", "1")
 
 MODEL_SEED = 1234
+
+#: Fixtures that open a real Qt viewer or widget.
+QT_GUI_FIXTURES = {"make_napari_viewer", "qtbot"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the tests with a real Qt GUI last, each group in its own order.
+
+    Under Xvfb, wgpu's adapter enumeration (tests/runtime) can abort the process once a Qt GUI
+    test has run, and tests/_qt sorts before tests/runtime.
+    """
+    gui = [item for item in items if QT_GUI_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if gui:
+        chosen = set(map(id, gui))
+        items[:] = [item for item in items if id(item) not in chosen] + gui
+
+
+@pytest.fixture(autouse=True)
+def _give_memory_back():
+    """After each test, free its cycles and hand freed heap pages back to the system.
+
+    ONNX Runtime and torch free large buffers into glibc's per-thread arenas, which keep them:
+    without this the suite's resident memory creeps up test after test (the suite must stay
+    under 4 GB on CI's machines).
+    """
+    yield
+    gc.collect()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _find_malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 @pytest.fixture(scope="session")

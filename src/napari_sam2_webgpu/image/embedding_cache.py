@@ -46,7 +46,7 @@ class EmbeddingKey(NamedTuple):
         The image layer (napari's ``layer.unique_id``).
     slice_key : tuple
         The displayed 2D slice: ``((axis, index), ...)`` of the axes not displayed, plus the
-        displayed axes (see :class:`napari_sam2_webgpu._annotator.SliceInfo`).
+        displayed axes (see :class:`napari_sam2_webgpu._napari.slices.SliceInfo`).
     contrast_limits : (float, float) or None
         The intensities mapped to black and white when the slice was encoded.
     model : str

@@ -29,8 +29,7 @@ from napari.utils.interactions import (
 from napari.utils.notifications import ErrorNotification, NotificationSeverity, notification_manager
 from napari.utils.progress import progress
 
-from .conftest import MouseEvent, blob_image
-from .test_propagation_widget import (
+from .._napari.stacks import (
     OBJECT,
     OTHER,
     blob_centre,
@@ -38,6 +37,7 @@ from .test_propagation_widget import (
     moving_blob_stack,
     state_masks,
 )
+from ..conftest import MouseEvent, blob_image
 
 pytestmark = pytest.mark.gui
 
@@ -110,7 +110,7 @@ def dock(make_napari_viewer, micro_model_files, qtbot):
         return viewer
 
     def docked(viewer):
-        from napari_sam2_webgpu._widget import Sam2Widget
+        from napari_sam2_webgpu._qt import Sam2Widget
 
         _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
         assert isinstance(widget, Sam2Widget)
@@ -441,7 +441,7 @@ def test_remove_layers_and_switch_model_during_encoding(dock, qtbot, notes, tmp_
     second.contrast_limits = (0, 100)
     widget.encode()
     widget.cancel()
-    assert not widget._job and widget.encode_button.text() == "Encode"
+    assert widget.jobs.current is None and widget.encode_button.text() == "Encode"
     wait_idle(qtbot, widget)
 
 
@@ -523,22 +523,6 @@ def test_errors_in_full_in_the_dock_and_short_lines(dock, qtbot, notes, tmp_path
     widget.add_point((40.0, 50.0))
     wait_mask(qtbot, widget)
     assert widget.last_error is None and label.isHidden()
-
-
-def test_device_line_is_one_short_line():
-    """WebGPU fell back to the CPU with a long reason: the row says so in a few words, the
-    tooltip has the reason."""
-    from napari_sam2_webgpu._widget import _device_details, _device_line
-    from napari_sam2_webgpu.runtime import AdapterInfo, BackendInfo
-
-    reason = "no Vulkan loader: libvulkan.so.1: cannot open shared object file. " * 6
-    cpu = BackendInfo("auto", "cpu", "1.32.0", "1.0", None, reason)
-    assert _device_line(cpu) == "CPU (WebGPU unavailable)"
-    assert reason in _device_details(cpu) and "onnxruntime 1.32.0" in _device_details(cpu)
-    gpu = AdapterInfo("NVIDIA GeForce RTX 4070", "NVIDIA", "Vulkan", "DiscreteGPU", True)
-    webgpu = BackendInfo("auto", "webgpu", "1.32.0", "1.0", gpu, None)
-    assert _device_line(webgpu) == "WebGPU: NVIDIA GeForce RTX 4070 (Vulkan)"
-    assert _device_line(BackendInfo("cpu", "cpu", "1.32.0", None, None, None)) == "CPU"
 
 
 def test_object_ids_layer_names_and_console_exceptions(dock, qtbot, notes):

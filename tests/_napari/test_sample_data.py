@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_sam2_webgpu import _sample_data
+from napari_sam2_webgpu._napari import sample_data
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ROOT_MANIFEST = REPO / "napari.yaml"
 PACKAGE_MANIFEST = REPO / "src" / "napari_sam2_webgpu" / "napari.yaml"
 PACKAGE = "napari_sam2_webgpu"
@@ -43,7 +43,7 @@ def no_network(monkeypatch):
 
 @pytest.mark.parametrize("key", sorted(EXPECTED))
 def test_sample_layer_data(key, no_network):
-    layers = getattr(_sample_data, key)()
+    layers = getattr(sample_data, key)()
     assert isinstance(layers, list) and len(layers) == 1
     data, kwargs, layer_type = layers[0]
     shape, dtype = EXPECTED[key]
@@ -65,8 +65,8 @@ def test_sample_layer_data(key, no_network):
 
 
 def test_nuclei_3d_is_deterministic_and_varies_in_z():
-    ((a, _, _),) = _sample_data.nuclei_3d()
-    ((b, _, _),) = _sample_data.nuclei_3d()
+    ((a, _, _),) = sample_data.nuclei_3d()
+    ((b, _, _),) = sample_data.nuclei_3d()
     np.testing.assert_array_equal(a, b)
     # Objects come into focus at different depths: the bright pixels of the middle slice are
     # not all bright in the first and last slices, and the stack is not a copy of one plane.
@@ -96,7 +96,7 @@ def test_manifest_parses_and_is_consistent():
         assert command.python_name.startswith(PACKAGE + ".")
     widgets = contributions.widgets or []
     assert [w.display_name for w in widgets] == ["Segment Anything 2"]
-    assert commands[widgets[0].command].python_name == "napari_sam2_webgpu._widget:Sam2Widget"
+    assert commands[widgets[0].command].python_name == "napari_sam2_webgpu._qt.widget:Sam2Widget"
     samples = contributions.sample_data or []
     assert sorted(s.key for s in samples) == sorted(EXPECTED)
     for sample in samples:

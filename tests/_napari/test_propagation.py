@@ -1,4 +1,4 @@
-"""Propagating an object through a stack from the napari side (_propagation.py and the widget).
+"""Propagating an object through a stack from the napari side (_napari/propagation.py).
 
 These tests drive :class:`PropagationController` on a ``ViewerModel`` (no Qt): the stack and its
 axis, which prompts are sent, the writing rule, one-step undo, cancelling and corrections. The
@@ -14,55 +14,28 @@ On this stack every frame's mask is non-empty (checked), which the writing check
 from __future__ import annotations
 
 import shutil
-from collections import deque
 
 import numpy as np
 import pytest
 from napari.components import ViewerModel
 
-from napari_sam2_webgpu._annotator import Annotator, AnnotatorError
-from napari_sam2_webgpu._propagation import (
+from napari_sam2_webgpu._napari.annotator import Annotator
+from napari_sam2_webgpu._napari.errors import AnnotatorError
+from napari_sam2_webgpu._napari.propagation import (
     PropagationController,
-    _merge_history,
+    _LayerFrames,
     stack_prompts,
     stack_spec,
 )
 
-OBJECT = 3
-OTHER = 7  # a label that was there before, which propagation must not paint over
-
-
-def moving_blob_stack(num_frames: int = 5, hw: tuple[int, int] = (64, 80), seed: int = 0):
-    """uint8 ``(T, H, W)``: a bright ellipse that moves and changes shape, on noise."""
-    h, w = hw
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w]
-    frames = []
-    for t in range(num_frames):
-        img = rng.normal(40, 25, (h, w))
-        cy, cx, ry, rx = 20 + 4 * t, 24 + 6 * t, 10 + 1.5 * t, 14 - 1.5 * t
-        img[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] += 100
-        frames.append(np.clip(img, 0, 255).astype(np.uint8))
-    return np.stack(frames)
-
-
-def blob_centre(t: int) -> tuple[int, int]:
-    return 20 + 4 * t, 24 + 6 * t
-
-
-def expected_labels(before, masks, value, overwrite=False):
-    """What writing ``masks`` (frame -> mask) into ``before`` must give."""
-    out = before.copy()
-    for frame, mask in masks.items():
-        plane = out[frame]
-        plane[plane == value] = 0  # the object's earlier pixels on a re-tracked frame go
-        free = mask if overwrite else mask & (plane == 0)
-        plane[free] = value
-    return out
-
-
-def state_masks(controller, frames, obj=OBJECT):
-    return {f: controller._state.masks(f)[obj] for f in frames}
+from .stacks import (
+    OBJECT,
+    OTHER,
+    blob_centre,
+    expected_labels,
+    moving_blob_stack,
+    state_masks,
+)
 
 
 @pytest.fixture
@@ -117,8 +90,6 @@ def test_stack_axis_fixed_steps_and_frames(micro_predictor):
     assert spec.frame_slice(0).indexer() == (0, 2, slice(None), slice(None))
     spec = stack_spec(annotator, axis=1)
     assert (spec.axis, spec.fixed, spec.num_frames) == (1, ((0, 1),), 3)
-    from napari_sam2_webgpu._propagation import _LayerFrames
-
     frames = _LayerFrames(spec)
     assert frames.shape == (3, 16, 20)
     np.testing.assert_array_equal(frames[2], data[1, 2])
@@ -141,8 +112,6 @@ def test_stack_axis_fixed_steps_and_frames(micro_predictor):
 
 
 def test_rgb_stack_frames(micro_predictor):
-    from napari_sam2_webgpu._propagation import _LayerFrames
-
     viewer = ViewerModel()
     data = np.random.default_rng(0).integers(0, 255, (3, 16, 20, 3), dtype=np.uint8)
     image = viewer.add_image(data, rgb=True)
@@ -173,21 +142,6 @@ def test_prompts_of_every_slice(stack_setup):
     assert labels.tolist() == [1, 0] and box is None
     np.testing.assert_array_equal(found[4][2], [3, 2, 30, 20])
     assert found[4][0] is None
-
-
-def test_merge_history_makes_one_undo_step():
-    history = deque([["user"]])
-    item = None
-    for frame in range(3):  # three frames arrive in three events: one item each
-        last = history[-1]
-        history.append([("frame", frame)])
-        item = _merge_history(history, last, item)
-    assert list(history) == [["user"], [("frame", 0), ("frame", 1), ("frame", 2)]]
-    history.append(["user paints meanwhile"])
-    last = history[-1]
-    history.append([("frame", 3)])
-    item = _merge_history(history, last, item)
-    assert len(history) == 4 and item == [("frame", 3)]  # a new step after the user's
 
 
 # -- runs with the micro model --------------------------------------------------------------------

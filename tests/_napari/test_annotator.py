@@ -1,4 +1,4 @@
-"""Tests of _annotator.py on a ViewerModel (no Qt, no window), with the micro model.
+"""Tests of _napari/annotator.py on a ViewerModel (no Qt, no window), with the micro model.
 
 Decoding runs synchronously here (the widget runs it in a worker thread, see test_widget.py).
 Clicks go through the Points layer's own mouse callbacks, as napari's tests do.
@@ -12,18 +12,14 @@ from napari.components import ViewerModel
 from napari.utils._proxies import ReadOnlyWrapper
 from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
 
-from napari_sam2_webgpu import _annotator
-from napari_sam2_webgpu._annotator import (
-    BOX_NAME,
-    PREVIEW_NAME,
-    PROMPTS_NAME,
-    Annotator,
-    AnnotatorError,
-    displayed_slice,
-)
-from napari_sam2_webgpu.preprocess import ImageError
+from napari_sam2_webgpu._napari import annotator as annotator_module
+from napari_sam2_webgpu._napari.annotator import Annotator
+from napari_sam2_webgpu._napari.errors import AnnotatorError
+from napari_sam2_webgpu._napari.prompt_layers import BOX_NAME, PREVIEW_NAME, PROMPTS_NAME
+from napari_sam2_webgpu._napari.slices import displayed_slice
+from napari_sam2_webgpu.image import ImageError
 
-from .conftest import MouseEvent, blob_image
+from ..conftest import MouseEvent, blob_image
 
 
 def click(layer, world_position, button=1, modifiers=()):
@@ -42,7 +38,7 @@ def messages(monkeypatch):
     seen = []
     for level in ("info", "warning", "error"):
         monkeypatch.setattr(
-            _annotator, f"show_{level}", lambda msg, level=level: seen.append((level, msg))
+            annotator_module, f"show_{level}", lambda msg, level=level: seen.append((level, msg))
         )
     return seen
 
@@ -207,11 +203,11 @@ def test_moving_and_deleting_points_redecode(setup):
     encode(annotator)
     annotator.add_point(here(viewer, image, 40, 60))
     annotator.add_point(here(viewer, image, 45, 70), positive=False)
-    n = annotator._generation
+    n = annotator.decoder.generation
     prompts = annotator.prompts_layer
     prompts.selected_data = {1}
     prompts._move({1}, [0, 20, 20])
-    assert annotator._generation > n
+    assert annotator.decoder.generation > n
     prompts.selected_data = {1}
     prompts.remove_selected()
     assert len(prompts.data) == 1 and annotator.preview_mask is not None

@@ -1,0 +1,57 @@
+"""The napari glue without Qt: what a viewer (or a ``ViewerModel``) needs for SAM2.
+
+========================  ==================================================================
+:mod:`.errors`            :class:`AnnotatorError`, a problem the user can fix
+:mod:`.slices`            :class:`SliceInfo`: the displayed 2D slice, data <-> SAM pixels,
+                          layer shape and transform
+:mod:`.prompt_layers`     building the prompts, box, preview and target layers; reading the
+                          prompts of a slice
+:mod:`.embeddings`        :class:`EncodeRequest`, model keys, cached-embedding lookup
+:mod:`.decoding`          :class:`DecodeScheduler`: newest prompt wins, fast decodes inline,
+                          each request carrying its own embedding
+:mod:`.labels`            writing masks into a Labels layer, next free id, undo grouping
+:mod:`.annotator`         :class:`Annotator`: composes the above for click-to-mask
+:mod:`.propagation`       :class:`PropagationController`: an object through a stack
+:mod:`.sample_data`       offline sample images (npe2 sample-data contribution)
+========================  ==================================================================
+
+The core is used only through the public names of :mod:`napari_sam2_webgpu.image`,
+:mod:`napari_sam2_webgpu.video` and :mod:`napari_sam2_webgpu.models`. Nothing here imports Qt.
+"""
+
+from __future__ import annotations
+
+from .annotator import Annotator
+from .decoding import DecodeRequest, DecodeResult, DecodeScheduler
+from .embeddings import EncodeRequest
+from .errors import AnnotatorError
+from .labels import check_label_value
+from .propagation import (
+    PropagationController,
+    PropagationRun,
+    PropagationStep,
+    StackSpec,
+    stack_prompts,
+    stack_spec,
+    video_components,
+)
+from .slices import SliceInfo, displayed_slice
+
+__all__ = [
+    "Annotator",
+    "AnnotatorError",
+    "DecodeRequest",
+    "DecodeResult",
+    "DecodeScheduler",
+    "EncodeRequest",
+    "PropagationController",
+    "PropagationRun",
+    "PropagationStep",
+    "SliceInfo",
+    "StackSpec",
+    "check_label_value",
+    "displayed_slice",
+    "stack_prompts",
+    "stack_spec",
+    "video_components",
+]

@@ -1,0 +1,221 @@
+"""The decode scheduler: the newest prompt wins, fast decodes inline, slow ones in a worker.
+
+A click must show its mask within tens of milliseconds, and a burst of clicks (or a dragged
+point) must not queue decodes. :class:`DecodeScheduler` keeps one decode in flight; a request
+made meanwhile marks it *pending*, and only the newest is decoded once the running one returns.
+Every request carries a *generation*: a result of an older generation is dropped.
+
+Where a decode runs depends on how long the previous decode of the image took (measured with an
+injected clock, so that tests decide it): short ones run on the calling (GUI) thread, which is
+quicker than a round trip through a worker thread competing with napari's redraw; long ones go to
+``run_async``.
+
+A :class:`DecodeRequest` carries the embedding it is decoded against, taken on the GUI thread
+when the request is made: a mask can never mix two images when the displayed slice changes
+while a worker decodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..image import PromptError
+from .slices import SliceInfo
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..image import ImageEmbedding, Sam2Predictor
+
+logger = logging.getLogger("napari_sam2_webgpu")
+
+__all__ = [
+    "INLINE_DECODE_PIXELS",
+    "INLINE_DECODE_SECONDS",
+    "DecodeRequest",
+    "DecodeResult",
+    "DecodeScheduler",
+    "decode",
+    "run_now",
+]
+
+#: Decodes expected to take at most this long run on the GUI thread; longer ones in a worker.
+#: A decode in a worker thread competes with napari's redraw for the CPU cores, so it is slower
+#: from click to mask than the same decode on the GUI thread (docs/benchmarks.md).
+INLINE_DECODE_SECONDS = 0.15
+#: Before the first decode of an image, slices up to this size are decoded on the GUI thread.
+INLINE_DECODE_PIXELS = 2048 * 2048
+
+
+@dataclass
+class DecodeRequest:
+    """The prompts of one slice, and what to decode them against.
+
+    Attributes
+    ----------
+    generation : int
+        Set by the scheduler: a result whose generation is not the newest is dropped.
+    slice : SliceInfo
+        The slice the prompts are on (the mask is shown there).
+    points, labels, box
+        SAM ``(x, y)`` points ``(N, 2)``, their 1/0 labels ``(N,)``, the box ``(4,)``; None
+        where absent.
+    multimask : bool
+        Ask for three candidates and keep the best.
+    started : float
+        Clock time of the request (for the click-to-mask latency).
+    inline : bool
+        Whether it ran on the calling thread.
+    embedding : ImageEmbedding or None
+        The slice's embedding, taken when the request is made: the worker decodes against it.
+    predictor : Sam2Predictor or None
+        The model that decodes it.
+    """
+
+    generation: int
+    slice: SliceInfo
+    points: np.ndarray | None
+    labels: np.ndarray | None
+    box: np.ndarray | None
+    multimask: bool
+    started: float = 0.0
+    inline: bool = False
+    embedding: ImageEmbedding | None = None
+    predictor: Sam2Predictor | None = None
+
+
+@dataclass
+class DecodeResult:
+    """A decoded mask (or the reason there is none)."""
+
+    request: DecodeRequest
+    mask: np.ndarray | None = None
+    score: float | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def run_now(fn: Callable[[], Any], on_done: Callable[[Any], None]) -> None:
+    """``run_async`` that runs ``fn`` at once on the calling thread."""
+    on_done(fn())
+
+
+def decode(request: DecodeRequest, clock: Callable[[], float]) -> DecodeResult:
+    """Decode a request (on any thread); never raises: a failure is the result's ``error``."""
+    start = clock()
+    try:
+        # Only the best mask is upsampled to full size: what the preview shows.
+        mask, score, _ = request.predictor.predict_best(
+            point_coords=request.points,
+            point_labels=request.labels,
+            box=request.box,
+            multimask_output=request.multimask,
+            embedding=request.embedding,
+        )
+        return DecodeResult(request, mask, score, clock() - start, None)
+    except (PromptError, ValueError) as exc:
+        return DecodeResult(request, error=str(exc))
+    except Exception as exc:
+        logger.exception("napari-sam2-webgpu: decoding failed")
+        return DecodeResult(request, error=f"Decoding failed: {type(exc).__name__}: {exc}")
+
+
+class DecodeScheduler:
+    """One decode at a time, newest wins, inline when fast.
+
+    Parameters
+    ----------
+    prepare : callable
+        ``prepare(generation)`` returns the :class:`DecodeRequest` of the displayed prompts, or
+        None when there is nothing to decode (it clears the preview, or asks for an encode).
+    deliver : callable
+        ``deliver(result)`` is called with each result of the newest generation (GUI thread).
+    run_async : callable, optional
+        ``run_async(fn, on_done)`` runs ``fn()`` and calls ``on_done(result)`` on the GUI
+        thread. Default: :func:`run_now`.
+    clock : callable
+        Seconds as a float.
+
+    Attributes
+    ----------
+    generation : int
+        Bumped by every request and by :meth:`invalidate`.
+    inline_decode_seconds : float
+        Decodes expected to be faster than this run on the calling thread; 0 sends every decode
+        to ``run_async``.
+    estimate : float or None
+        Duration of the last successful decode (None: unknown; then small slices run inline).
+    """
+
+    def __init__(
+        self,
+        prepare: Callable[[int], DecodeRequest | None],
+        deliver: Callable[[DecodeResult], None],
+        run_async: Callable[[Callable[[], Any], Callable[[Any], None]], None] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._prepare = prepare
+        self._deliver = deliver
+        self._run_async = run_async or run_now
+        self.clock = clock
+        self.generation = 0
+        self.inline_decode_seconds = INLINE_DECODE_SECONDS
+        self.estimate: float | None = None
+        self.in_flight = False
+        self.pending = False
+        self.closed = False
+
+    @property
+    def busy(self) -> bool:
+        """Whether a decode is running or waiting."""
+        return self.in_flight or self.pending
+
+    def invalidate(self) -> None:
+        """Make any decode in flight stale (its result is dropped)."""
+        self.generation += 1
+
+    def request(self) -> None:
+        """Decode the newest prompts: now, or after the decode in flight returns."""
+        if self.closed:
+            return
+        self.generation += 1
+        if self.in_flight:
+            self.pending = True
+            return
+        self._start()
+
+    def is_inline(self, request: DecodeRequest) -> bool:
+        """Whether this decode is fast enough to run on the calling (GUI) thread."""
+        if self.inline_decode_seconds <= 0:
+            return False
+        if self.estimate is None:
+            height, width = request.slice.shape
+            return height * width <= INLINE_DECODE_PIXELS
+        return self.estimate <= self.inline_decode_seconds
+
+    def _start(self) -> None:
+        request = self._prepare(self.generation)
+        if request is None:
+            return
+        self.in_flight = True
+        request.inline = self.is_inline(request)
+        run = run_now if request.inline else self._run_async
+        clock = self.clock
+        run(lambda: decode(request, clock), self._done)
+
+    def _done(self, result: DecodeResult) -> None:
+        self.in_flight = False
+        if self.closed:
+            return
+        if result.mask is not None:
+            self.estimate = result.seconds
+        if self.pending:
+            self.pending = False
+            self._start()
+            return
+        if result.request.generation != self.generation:
+            return
+        self._deliver(result)

@@ -1,0 +1,189 @@
+"""The helper layers of interactive segmentation, and the prompts read from them.
+
+- the *prompts* Points layer (the feature ``positive`` of each point is its polarity),
+- the *box* Shapes layer (the newest rectangle on a slice is its box prompt),
+- the *preview* Labels layer (the current mask, one colour, one slice deep), and
+- a new target Labels layer (the image's shape and transform).
+
+Every helper layer shares the image layer's transform, so its data coordinates are the image's
+pixel coordinates, whatever the world coordinates are. The functions here build and read layers;
+which layers are in use is the :class:`~.annotator.Annotator`'s business.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels, Points, Shapes
+
+from .slices import LARGE_IMAGE_PIXELS, SliceInfo, layer_shape, transform_kwargs
+
+__all__ = [
+    "BOX_COLOR",
+    "BOX_NAME",
+    "LABELS_NAME",
+    "NEGATIVE_COLOR",
+    "POSITIVE_COLOR",
+    "PREVIEW_COLOR",
+    "PREVIEW_NAME",
+    "PROMPTS_NAME",
+    "box_corners",
+    "describe",
+    "make_box_layer",
+    "make_labels_layer",
+    "make_preview_layer",
+    "make_prompts_layer",
+    "misplaced_points",
+    "older_boxes",
+    "preview_shape",
+    "slice_prompts",
+]
+
+PROMPTS_NAME = "SAM2 prompts"
+BOX_NAME = "SAM2 box"
+PREVIEW_NAME = "SAM2 preview"
+#: Name of a new Labels layer: after its image ("cells labels"; napari adds " [1]"... if taken).
+LABELS_NAME = "{image} labels"
+POSITIVE_COLOR = "lime"
+NEGATIVE_COLOR = "red"
+BOX_COLOR = "cyan"
+PREVIEW_COLOR = (1.0, 0.0, 1.0, 1.0)  # magenta: stands out on grey, fluorescence and H&E
+
+
+def describe(obj: Any) -> str:
+    """``'name'`` of a layer, or the repr of something else (messages for wrong arguments)."""
+    name = getattr(obj, "name", None)
+    return f"'{name}'" if isinstance(name, str) else repr(obj)
+
+
+def make_box_layer(image: Image) -> Shapes:
+    """An empty Shapes layer for box prompts on ``image`` (edge width scaled to its size)."""
+    shape = layer_shape(image)
+    return Shapes(
+        ndim=len(shape),
+        name=BOX_NAME,
+        edge_color=BOX_COLOR,
+        face_color="transparent",
+        edge_width=max(1.0, min(shape[-2:]) / 400),
+        **transform_kwargs(image),
+    )
+
+
+def make_prompts_layer(image: Image) -> Points:
+    """An empty Points layer for point prompts on ``image``, coloured by polarity."""
+    shape = layer_shape(image)
+    return Points(
+        ndim=len(shape),
+        name=PROMPTS_NAME,
+        features={"positive": np.zeros(0, dtype=bool)},
+        feature_defaults={"positive": True},
+        face_color="positive",
+        face_color_cycle={True: POSITIVE_COLOR, False: NEGATIVE_COLOR},
+        border_color="white",
+        size=max(3.0, min(shape[-2:]) / 60),
+        **transform_kwargs(image),
+    )
+
+
+def preview_shape(sl: SliceInfo) -> tuple[int, ...]:
+    """Data shape of a preview layer of slice ``sl``: length 1 on the not-displayed axes."""
+    fixed = dict(sl.indices)
+    return tuple(1 if a in fixed else n for a, n in enumerate(sl.shape_nd))
+
+
+def make_preview_layer(image: Image, sl: SliceInfo) -> Labels:
+    """A one-slice, one-colour, read-only Labels layer placed on slice ``sl`` of ``image``."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colormap = DirectLabelColormap(
+        color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: PREVIEW_COLOR}
+    )
+    preview = Labels(
+        np.zeros(preview_shape(sl), dtype=np.uint8),
+        name=PREVIEW_NAME,
+        colormap=colormap,
+        opacity=0.5,
+        **transform_kwargs(image, sl),
+    )
+    preview.editable = False
+    return preview
+
+
+def make_labels_layer(image: Image) -> Labels:
+    """An empty target Labels layer of the image's shape and transform.
+
+    uint32, or uint16 for images over :data:`~.slices.LARGE_IMAGE_PIXELS` (half the memory).
+    """
+    shape = layer_shape(image)
+    big = int(np.prod(shape, dtype=np.int64)) > LARGE_IMAGE_PIXELS
+    return Labels(
+        np.zeros(shape, dtype=np.uint16 if big else np.uint32),
+        name=LABELS_NAME.format(image=image.name),
+        **transform_kwargs(image),
+    )
+
+
+def slice_prompts(
+    points_layer: Points | None, box_layer: Shapes | None, sl: SliceInfo
+) -> tuple[np.ndarray | None, np.ndarray | None, Any]:
+    """The prompts on a slice as the predictor takes them.
+
+    Returns
+    -------
+    (points, labels, box)
+        ``(N, 2)`` SAM ``(x, y)`` pixels and ``(N,)`` 1/0 labels (None without points), and
+        the newest box on the slice as ``(4,)`` x0, y0, x1, y1 (None without one).
+    """
+    points = labels = box = None
+    layer = points_layer
+    if layer is not None and len(layer.data):
+        keep = sl.contains(layer.data) & sl.inside(layer.data)
+        if keep.any():
+            points = sl.to_xy(layer.data[keep])
+            positive = np.asarray(layer.features["positive"], dtype=bool)
+            labels = positive[keep].astype(np.int64)
+    if box_layer is not None:
+        for vertices in reversed(list(box_layer.data)):
+            if len(vertices) and sl.contains(vertices).all():
+                xy = sl.to_xy(vertices)
+                x0, y0 = xy.min(axis=0)
+                x1, y1 = xy.max(axis=0)
+                if x1 - x0 >= 1 and y1 - y0 >= 1:
+                    box = np.array([x0, y0, x1, y1])
+                break
+    return points, labels, box
+
+
+def misplaced_points(
+    sl: SliceInfo, data: np.ndarray, new: list[int], image_name: str
+) -> tuple[list[int], str]:
+    """Which of the just-added points ``new`` are not on a pixel of slice ``sl``, and why."""
+    on_slice = sl.contains(data[new])
+    ok = on_slice & sl.inside(data[new])
+    bad = [i for i, good in zip(new, ok, strict=True) if not good]
+    height, width = sl.shape
+    if on_slice.all():
+        message = (
+            f"Click inside the image: '{image_name}' is {height} x {width} "
+            "pixels (rows x columns). The point was not added."
+        )
+    else:
+        message = (
+            f"The point is not on the displayed slice ({sl.describe()}): step to its "
+            "slice first. The point was not added."
+        )
+    return bad, message
+
+
+def older_boxes(box_layer: Shapes, sl: SliceInfo) -> list[int]:
+    """Indices of the boxes on slice ``sl`` except the newest (one box per slice)."""
+    on_slice = [i for i, d in enumerate(box_layer.data) if sl.contains(d).all()]
+    return on_slice[:-1]
+
+
+def box_corners(sl: SliceInfo, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The four corners on slice ``sl`` of the rectangle with opposite data corners a and b."""
+    r0, r1 = sorted((a[sl.rows_axis], b[sl.rows_axis]))
+    c0, c1 = sorted((a[sl.cols_axis], b[sl.cols_axis]))
+    return np.stack([sl.point(r0, c0), sl.point(r0, c1), sl.point(r1, c1), sl.point(r1, c0)])

@@ -1,0 +1,716 @@
+"""Propagating the current object through a stack: prompts layers -> propagator -> Labels layer.
+
+The napari side of :mod:`.video`, without Qt (like :mod:`.annotator`, which it works with).
+:class:`PropagationController`
+
+- decides the stack: the image's frames along one not-displayed axis (the first one by default),
+  with any other not-displayed axes fixed at the displayed step,
+- keeps one :class:`~.video.StackState` for that stack (rebuilt when the layer, axis, fixed steps,
+  contrast limits or model change) across runs, so that a point added on a slice where the mask
+  drifted is a correction that uses the tracking memory,
+- sends the object's prompts on every slice of the stack (read from the annotator's Points and
+  Shapes layers) to the propagator, only for slices whose prompts changed since the last run,
+- runs :meth:`~.video.Sam2Propagator.propagate` as a generator of :class:`PropagationStep`
+  (the widget iterates it in a worker thread), and
+- writes each frame's mask into the target Labels layer under the object id on the calling
+  (GUI) thread, with the commit rule: only background pixels, or pixels already carrying this
+  object's id, unless the annotator's ``overwrite`` is on. The object's earlier pixels on a
+  re-tracked frame are replaced, and a whole run is one step of the Labels layer's undo history.
+
+Frame embeddings come from, and go to, the annotator's embedding cache under the key a click
+on that slice uses: a slice is never encoded twice.
+
+Scripts without Qt call :meth:`PropagationController.propagate`, which runs everything on the
+calling thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..video import DIRECTIONS
+from .embeddings import EncodeRequest, model_key
+from .errors import AnnotatorError
+from .labels import check_label_value, undo_history, write_frame
+from .slices import SliceInfo, base_data, contrast_limits, layer_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    from napari.layers import Image, Labels
+
+    from ..image import ImageEmbedding, Sam2Predictor
+    from ..video import Sam2Propagator, StackState
+    from .annotator import Annotator
+
+__all__ = [
+    "DIRECTIONS",
+    "PropagationController",
+    "PropagationRun",
+    "PropagationStep",
+    "StackSpec",
+    "stack_prompts",
+    "stack_spec",
+    "video_components",
+]
+
+# ------------------------------------------------------------------------------------------------
+# which model files
+
+
+def video_components(
+    predictor: Sam2Predictor | None, size: str | None = None
+) -> tuple[tuple[Path, Path] | None, str | None]:
+    """The memory attention and memory encoder files of a loaded model, or why there are none.
+
+    Parameters
+    ----------
+    predictor : Sam2Predictor or None
+        The loaded model.
+    size : str, optional
+        The registry size it was chosen as (for the export command in the message).
+
+    Returns
+    -------
+    (files, reason)
+        ``((memory_attention, memory_encoder), None)``, or ``(None, message)`` where the
+        message says how to get them.
+    """
+    files, reason, _ = _video_components(predictor, size)
+    return files, reason
+
+
+def _video_components(
+    predictor: Sam2Predictor | None, size: str | None = None
+) -> tuple[tuple[Path, Path] | None, str | None, str | None]:
+    """:func:`video_components`, and the reason in one short line for the widget's status."""
+    from ..models import companion_video_files, export_command
+
+    if predictor is None:
+        reason = "Load a model first (press Encode)."
+        return None, reason, reason
+    command = export_command(size or "tiny")
+    encoder = getattr(predictor, "encoder_path", None)
+    files = companion_video_files(encoder) if encoder is not None else None
+    if files is None:
+        where = (
+            f"then choose '{size}' again"
+            if size
+            else "or export your checkpoint with --out FOLDER and choose its encoder and "
+            "decoder (the memory files are found next to the encoder, same name stem)"
+        )
+        return (
+            None,
+            "Propagation needs the model's video components (memory attention and memory "
+            "encoder), which SAM2 does not publish as ONNX and this model does not have. "
+            f"Export them once from the official checkpoint:\n  {command}\n{where}.",
+            "Propagate: this model has no video components (the button's tooltip says how "
+            "to export them).",
+        )
+    if not _has_object_pointers(predictor):
+        return (
+            None,
+            "This decoder has no object-pointer output, which propagation needs: use the "
+            f"encoder and decoder exported together with the video components ({command}).",
+            "Propagate: this decoder has no object-pointer output (see the button's tooltip).",
+        )
+    return files, None, None
+
+
+def _has_object_pointers(predictor: Any) -> bool:
+    """Whether the predictor's decoder outputs ``obj_ptrs`` (which propagation needs)."""
+    return bool(predictor.decoder.has_object_pointers)
+
+
+# ------------------------------------------------------------------------------------------------
+# the stack
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """The stack a run propagates through: the frames of an image along one data axis.
+
+    Attributes
+    ----------
+    layer : napari.layers.Image
+    axis : int
+        The data axis of the frames (a not-displayed axis).
+    template : SliceInfo
+        The displayed slice; frame ``i`` is this slice with ``axis`` at ``i``.
+    contrast_limits : (float, float) or None
+    rgb : bool
+    model : str
+        The model key of the embedding cache.
+    """
+
+    layer: Image
+    axis: int
+    template: SliceInfo
+    contrast_limits: tuple[float, float] | None
+    rgb: bool
+    model: str
+
+    @property
+    def num_frames(self) -> int:
+        return self.template.shape_nd[self.axis]
+
+    @property
+    def fixed(self) -> tuple[tuple[int, int], ...]:
+        """``(axis, index)`` of the other not-displayed axes (held at the displayed step)."""
+        return tuple((a, i) for a, i in self.template.indices if a != self.axis)
+
+    @property
+    def key(self) -> tuple:
+        """Identity of the stack: a new key means a new tracking state."""
+        t = self.template
+        data = id(base_data(self.layer))  # replaced data is another stack
+        return (
+            layer_id(self.layer),
+            data,
+            self.axis,
+            self.fixed,
+            (t.rows_axis, t.cols_axis),
+            self.contrast_limits,
+            self.model,
+        )
+
+    def frame_slice(self, index: int) -> SliceInfo:
+        """The 2D slice of frame ``index``."""
+        t = self.template
+        indices = tuple((a, int(index) if a == self.axis else i) for a, i in t.indices)
+        return SliceInfo(t.shape_nd, t.rows_axis, t.cols_axis, indices)
+
+    def encode_request(self, index: int) -> EncodeRequest:
+        """What encoding frame ``index`` needs: the same request (and cache key) as a click."""
+        return EncodeRequest(
+            self.layer,
+            layer_id(self.layer),
+            self.frame_slice(index),
+            self.contrast_limits,
+            self.rgb,
+        )
+
+
+class _LayerFrames:
+    """The frames of a :class:`StackSpec` as a lazy ``(T, H, W[, C])`` array-like."""
+
+    def __init__(self, spec: StackSpec) -> None:
+        self._spec = spec
+        self._data = base_data(spec.layer)
+        channels = (int(self._data.shape[-1]),) if spec.rgb else ()
+        self.shape = (spec.num_frames, *spec.template.shape, *channels)
+        self.dtype = self._data.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return np.asarray(self._data[self._spec.frame_slice(int(index)).indexer()])
+
+
+def stack_spec(annotator: Annotator, axis: int | None = None) -> StackSpec:
+    """The stack through the displayed slice of the annotator's image.
+
+    Parameters
+    ----------
+    annotator : Annotator
+    axis : int, optional
+        Data axis of the image to propagate along; must not be displayed. Default: the first
+        not-displayed axis (the only one of a 3D image).
+
+    Raises
+    ------
+    AnnotatorError
+        No image, 3D view, a 2D image, or ``axis`` displayed.
+    """
+    image = annotator.image_layer
+    if image is None:
+        raise AnnotatorError("Open an image and choose it in the SAM2 widget first.")
+    sl = annotator.current_slice()
+    free = [a for a, _ in sl.indices]
+    if not free:
+        raise AnnotatorError(
+            f"'{image.name}' is a single 2D image: propagation goes through a stack (a 3D image, "
+            "a time series...)."
+        )
+    if axis is None:
+        axis = free[0]
+    elif int(axis) not in free:
+        raise AnnotatorError(
+            f"Axis {axis} is displayed (or not an axis of '{image.name}'): propagate along one of "
+            f"the axes that are not displayed, {free}."
+        )
+    model = annotator.model_key
+    if model is None:
+        raise AnnotatorError("Load a model first (press Encode).")
+    return StackSpec(image, int(axis), sl, contrast_limits(image), bool(image.rgb), model)
+
+
+Prompts = tuple[Any, Any, Any]  # points (N, 2) xy, labels (N,), box (4,); None where absent
+
+
+def _signature(prompts: Prompts) -> tuple:
+    return tuple(None if p is None else np.asarray(p, dtype=float).tobytes() for p in prompts)
+
+
+def stack_prompts(annotator: Annotator, spec: StackSpec) -> dict[int, Prompts]:
+    """The prompts on each frame of the stack, as a click on that frame would decode them."""
+    frames: set[int] = set()
+    layer = annotator.prompts_layer
+    if layer is not None and layer in annotator.viewer.layers and len(layer.data):
+        frames.update(np.round(np.asarray(layer.data)[:, spec.axis]).astype(int).tolist())
+    box = annotator.box_layer
+    if box is not None and box in annotator.viewer.layers:
+        for vertices in box.data:
+            if len(vertices):
+                frames.add(int(np.round(np.asarray(vertices)[0, spec.axis])))
+    out = {}
+    for frame in sorted(f for f in frames if 0 <= f < spec.num_frames):
+        prompts = annotator.slice_prompts(spec.frame_slice(frame))
+        if prompts[0] is not None or prompts[2] is not None:
+            out[frame] = prompts
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# runs
+
+
+@dataclass
+class PropagationStep:
+    """What the run yields: progress, and the object's mask on a frame.
+
+    Attributes
+    ----------
+    frame : int or None
+        None for a progress-only step (the prompts are set; ``total`` is known).
+    mask : numpy.ndarray or None
+        ``(H, W)`` boolean mask of the object on ``frame``.
+    done, total : int
+        Frames tracked so far and frames of the whole run.
+    """
+
+    frame: int | None
+    mask: np.ndarray | None
+    done: int
+    total: int
+
+
+@dataclass
+class PropagationRun:
+    """One propagation of one object: made by :meth:`PropagationController.start`.
+
+    Iterate :meth:`steps` (in a worker thread if you like) and hand each step to
+    :meth:`PropagationController.apply` on the GUI thread; then call
+    :meth:`PropagationController.finish`.
+
+    Attributes
+    ----------
+    object_id : int
+    direction : str
+    spec : StackSpec
+    labels : napari.layers.Labels
+        Where the masks are written.
+    total : int
+        Frames the run tracks (0 until the prompts are set).
+    frames_written : list of int
+        Frames written into the Labels layer, in order.
+    frames_encoded : int
+        Slices encoded by this run (the others came from the cache).
+    cancelled : bool
+    error : BaseException or None
+    seconds : float
+        Wall time of the run, set by ``finish``.
+    """
+
+    object_id: int
+    direction: str
+    spec: StackSpec
+    labels: Labels
+    overwrite: bool
+    clears: list[int]
+    updates: dict[int, Prompts]
+    controller: PropagationController
+    total: int = 0
+    done: int = 0
+    frames_written: list[int] = field(default_factory=list)
+    frames_encoded: int = 0
+    cancelled: bool = False
+    finished: bool = False
+    error: BaseException | None = None
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0
+    # Frame -> prompt signature now in the tracking state (None: cleared), set by the worker.
+    applied: dict[int, tuple | None] = field(default_factory=dict)
+    _history_item: list | None = None
+    _encoded_before: int = 0
+
+    def cancel(self) -> None:
+        """Stop after the frame being computed; frames written so far stay (and undo as one)."""
+        self.cancelled = True
+
+    def steps(self) -> Iterator[PropagationStep]:
+        """Set the prompts and track frame by frame (slow: run it in a worker thread).
+
+        Never raises: a failure ends the iteration and is kept in :attr:`error`.
+        """
+        try:
+            yield from self._steps()
+        except Exception as exc:  # noqa: BLE001 - reported by the GUI thread
+            self.error = exc
+
+    def _steps(self) -> Iterator[PropagationStep]:
+        controller = self.controller
+        propagator = controller._ensure_propagator()
+        state = controller._ensure_state(self.spec, propagator)
+        obj_id = self.object_id
+        for other in [o for o in state.obj_ids if o != obj_id]:
+            # The prompts layers hold one object's prompts: others are finished objects.
+            propagator.remove_object(state, other)
+        for frame in self.clears:
+            propagator.clear_prompts(state, frame, obj_id)
+            self.applied[frame] = None
+        for frame, (points, labels, box) in self.updates.items():
+            if self.cancelled:
+                return
+            propagator.add_prompts(state, frame, obj_id, points=points, labels=labels, box=box)
+            self.applied[frame] = _signature((points, labels, box))
+        if self.cancelled:
+            return
+        passes = [False, True] if self.direction == "both" else [self.direction == "backward"]
+        self.total = sum(len(propagator.frame_order(state, reverse)) for reverse in passes)
+        yield PropagationStep(None, None, 0, self.total)
+        tracking = propagator.propagate(state, self.direction)
+        empty = np.zeros(state.frame_hw, dtype=bool)
+        try:
+            for done, (frame, masks) in enumerate(tracking, 1):
+                self.done = done
+                yield PropagationStep(frame, masks.get(obj_id, empty), done, self.total)
+                if self.cancelled:
+                    return
+        finally:
+            tracking.close()
+
+    @property
+    def fps(self) -> float | None:
+        """Frames written per second of the run."""
+        if not self.seconds or not self.frames_written:
+            return None
+        return len(self.frames_written) / self.seconds
+
+    def describe(self) -> str:
+        """A one-line summary for the status (progress while running)."""
+        what = f"object {self.object_id} ({self.direction})"
+        if not self.finished:
+            total = f" / {self.total}" if self.total else ""
+            return f"Propagating {what}: {len(self.frames_written)}{total} slices"
+        how = "Cancelled" if self.cancelled else "Failed" if self.error else "Propagated"
+        text = f"{how} {what}: {len(self.frames_written)} slices in {self.seconds:.1f} s"
+        if self.fps:
+            text += f" ({self.fps:.1f} slices/s)"
+        if self.frames_encoded:
+            text += f", {self.frames_encoded} encoded"
+        return text
+
+
+class PropagationController:
+    """Propagates the annotator's current object through the displayed stack.
+
+    Parameters
+    ----------
+    annotator : Annotator
+        Its image, prompt layers, Labels layer, object id, overwrite option, model and embedding
+        cache are used.
+
+    Attributes
+    ----------
+    run : PropagationRun or None
+        The run in progress.
+    last_run : PropagationRun or None
+        The last finished run.
+    unavailable_reason : str or None
+        Why the loaded model cannot propagate (None: it can), with what to do about it.
+    unavailable_summary : str or None
+        The same in one short line (the widget's status).
+    """
+
+    def __init__(self, annotator: Annotator) -> None:
+        self.annotator = annotator
+        self.run: PropagationRun | None = None
+        self.last_run: PropagationRun | None = None
+        self.unavailable_reason: str | None = "Load a model first (press Encode)."
+        self.unavailable_summary: str | None = self.unavailable_reason
+        self._video_files: tuple[Path, Path] | None = None
+        self._predictor: Sam2Predictor | None = None
+        self._propagator: Sam2Propagator | None = None
+        self._state: StackState | None = None
+        self._state_key: tuple | None = None
+        # Object id -> {frame: prompt signature} that the tracking state holds.
+        self._synced: dict[int, dict[int, tuple]] = {}
+        self._encoded = 0
+
+    # -- the model ------------------------------------------------------------------------------
+    def set_model(self, predictor: Sam2Predictor | None, size: str | None = None) -> None:
+        """A model was loaded: find its video components (the propagator is built at first use)."""
+        if self.run is not None:
+            self.run.cancel()
+        self._predictor = predictor
+        self._propagator = None
+        self._drop_state()
+        self._video_files, self.unavailable_reason, self.unavailable_summary = _video_components(
+            predictor, size
+        )
+
+    @property
+    def available(self) -> bool:
+        """Whether the loaded model has video components."""
+        return self._video_files is not None
+
+    def _ensure_propagator(self) -> Sam2Propagator:
+        predictor, files, propagator = self._predictor, self._video_files, self._propagator
+        if propagator is None or propagator.predictor is not predictor:
+            from ..video import Sam2Propagator
+
+            if predictor is None or files is None:
+                raise AnnotatorError(self.unavailable_reason or "No model with video components.")
+            propagator = Sam2Propagator.from_predictor(predictor, *files)
+            self._propagator = propagator
+        return propagator
+
+    def _ensure_state(self, spec: StackSpec, propagator: Sam2Propagator) -> StackState:
+        if self._state is None or self._state_key != spec.key:
+            self._drop_state()
+            self._state = propagator.init_state(
+                _LayerFrames(spec),
+                rgb=spec.rgb,
+                contrast_limits=spec.contrast_limits,
+                embedding_provider=self._embedding_provider(spec, propagator.predictor),
+            )
+            self._state_key = spec.key
+        return self._state
+
+    def _embedding_provider(self, spec: StackSpec, predictor: Sam2Predictor) -> Any:
+        cache = self.annotator.cache
+
+        def provide(index: int) -> ImageEmbedding:  # worker thread
+            request = spec.encode_request(index)
+            key = request.key(model_key(predictor))
+            embedding = cache.get(key)
+            if embedding is None:
+                embedding = request.compute(predictor)
+                cache.put(key, embedding)
+                self._encoded += 1
+            return embedding
+
+        return provide
+
+    def _drop_state(self) -> None:
+        self._state = self._state_key = None
+        self._synced.clear()
+
+    # -- checks ---------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether a run is in progress."""
+        return self.run is not None
+
+    def check(self, axis: int | None = None) -> str | None:
+        """Why :meth:`start` cannot run now, or None when it can (for the button's state)."""
+        if self.run is not None:
+            return "A propagation is running."
+        if self.unavailable_reason is not None:
+            return self.unavailable_reason
+        try:
+            spec = stack_spec(self.annotator, axis)
+        except AnnotatorError as exc:
+            return str(exc)
+        if spec.num_frames < 2:
+            return f"'{spec.layer.name}' has a single slice along axis {spec.axis}."
+        if not stack_prompts(self.annotator, spec):
+            return (
+                f"Object {self.annotator.object_id} has no prompts yet: click on it (or draw a "
+                "box) on one or more slices, then propagate."
+            )
+        return None
+
+    def is_propagated(self) -> bool:
+        """Whether the current object was propagated with exactly the prompts shown now."""
+        if self.run is not None or self._state is None:
+            return False
+        synced = self._synced.get(self.annotator.object_id)
+        if not synced:
+            return False
+        try:
+            spec = stack_spec(self.annotator)
+        except AnnotatorError:
+            return False
+        if spec.key != self._state_key:
+            return False
+        run = self.last_run
+        if run is None or run.object_id != self.annotator.object_id:
+            return False
+        history = undo_history(run.labels)
+        if history is not None and not any(item is run._history_item for item in history):
+            return False  # its labels were undone (or it wrote nothing)
+        now = {f: _signature(p) for f, p in stack_prompts(self.annotator, spec).items()}
+        return now == synced
+
+    def is_last_undo_step(self) -> bool:
+        """Whether the Labels layer's next undo takes back the current object's propagation."""
+        run = self.last_run
+        if run is None or run.object_id != self.annotator.object_id or self.run is not None:
+            return False
+        history = undo_history(run.labels)
+        return bool(history) and history[-1] is run._history_item
+
+    def forget_object(self, obj_id: int) -> None:
+        """Drop an object's tracking (it is finished; a later object may reuse its id)."""
+        self._synced.pop(int(obj_id), None)
+        if self._state is not None and self._propagator is not None and self.run is None:
+            self._propagator.remove_object(self._state, int(obj_id))
+
+    def finish_object(self) -> int:
+        """The current object is done: forget its tracking, clear the prompts, next free id.
+
+        Returns
+        -------
+        int
+            The new object id.
+        """
+        self.forget_object(self.annotator.object_id)
+        self.annotator.clear()
+        return self.annotator.next_object()
+
+    # -- runs -----------------------------------------------------------------------------------
+    def start(self, direction: str = "both", axis: int | None = None) -> PropagationRun:
+        """Plan a run of the current object (GUI thread; nothing slow happens here).
+
+        Parameters
+        ----------
+        direction : {"forward", "backward", "both"}
+            From the first prompted slice towards the end, the start, or both.
+        axis : int, optional
+            Data axis to propagate along (default: the first one not displayed).
+
+        Returns
+        -------
+        PropagationRun
+            Iterate its :meth:`~PropagationRun.steps`, :meth:`apply` each, then :meth:`finish`.
+
+        Raises
+        ------
+        AnnotatorError
+            Why it cannot start (no video components, no stack, no prompts, ...).
+        ValueError
+            Unknown direction.
+        """
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        reason = self.check(axis)
+        if reason is not None:
+            raise AnnotatorError(reason)
+        annotator = self.annotator
+        spec = stack_spec(annotator, axis)
+        labels = annotator.ensure_labels_layer()
+        obj_id = annotator.object_id
+        check_label_value(labels, obj_id)
+        wanted = stack_prompts(annotator, spec)
+        synced = self._synced.get(obj_id, {}) if spec.key == self._state_key else {}
+        run = PropagationRun(
+            object_id=obj_id,
+            direction=direction,
+            spec=spec,
+            labels=labels,
+            overwrite=bool(annotator.overwrite),
+            clears=[f for f in synced if f not in wanted],
+            updates={f: p for f, p in wanted.items() if synced.get(f) != _signature(p)},
+            controller=self,
+        )
+        run._encoded_before = self._encoded
+        self.run = run
+        return run
+
+    def apply(self, run: PropagationRun, step: PropagationStep) -> bool:
+        """Write a step's mask into the Labels layer (GUI thread); whether it was written."""
+        if run.cancelled or run.finished or step.frame is None or step.mask is None:
+            return False
+        viewer = self.annotator.viewer
+        if run.labels not in viewer.layers or run.spec.layer not in viewer.layers:
+            run.cancel()  # the layers are gone: nothing more to write
+            return False
+        self._write(run, step.frame, step.mask)
+        run.frames_written.append(step.frame)
+        return True
+
+    def finish(self, run: PropagationRun) -> PropagationRun:
+        """End a run (GUI thread): remember which prompts the tracking state now holds."""
+        if run.finished:
+            return run
+        run.finished = True
+        run.seconds = time.perf_counter() - run.started
+        run.frames_encoded = self._encoded - run._encoded_before
+        if self.run is run:
+            self.run = None
+        if run.error is not None:
+            # The state may hold half-applied prompts: start afresh next time.
+            self._drop_state()
+        elif self._state is not None and self._state_key == run.spec.key:
+            synced = self._synced.setdefault(run.object_id, {})
+            for frame, signature in run.applied.items():
+                if signature is None:
+                    synced.pop(frame, None)
+                else:
+                    synced[frame] = signature
+            for obj_id in list(self._synced):
+                if obj_id != run.object_id:
+                    del self._synced[obj_id]
+        previous, self.last_run = self.last_run, run
+        if run._history_item is None and previous is not None and previous.labels is run.labels:
+            # Nothing changed: the labels are still those of the previous run (for undo checks).
+            run._history_item = previous._history_item
+        annotator = self.annotator
+        # The run may have encoded the displayed slice: its prompts can be decoded now.
+        if annotator.sync_embedding() and annotator.preview_mask is None:
+            annotator.request_decode()
+        return run
+
+    def cancel(self) -> None:
+        """Cancel the run in progress, if any."""
+        if self.run is not None:
+            self.run.cancel()
+
+    def propagate(self, direction: str = "both", axis: int | None = None) -> PropagationRun:
+        """Start, run and finish on the calling thread (for scripts; the widget uses a worker).
+
+        Raises
+        ------
+        AnnotatorError
+            It cannot start.
+        Exception
+            What failed during the run (the frames written so far stay).
+        """
+        run = self.start(direction, axis)
+        try:
+            for step in run.steps():
+                self.apply(run, step)
+        finally:
+            self.finish(run)
+        if run.error is not None:
+            raise run.error
+        return run
+
+    # -- writing --------------------------------------------------------------------------------
+    def _write(self, run: PropagationRun, frame: int, mask: np.ndarray) -> None:
+        """Paint ``mask`` on a frame under the run's object id; erase its other pixels there."""
+        run._history_item = write_frame(
+            run.labels,
+            run.spec.frame_slice(frame),
+            mask,
+            run.object_id,
+            run.overwrite,
+            run._history_item,
+        )
