@@ -1,0 +1,88 @@
+"""The WebGPU path against the CPU on the same model: masks must agree (fp32, IoU >= 0.999).
+
+Marked ``webgpu``: skipped without a WebGPU device; ``benchmarks/gpu_tests.sh`` runs them on a
+GPU machine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sam2_webgpu.image.postprocess import mask_iou
+
+from ..conftest import blob_image
+
+pytestmark = pytest.mark.webgpu
+
+PROMPTS = [
+    {"point_coords": [[60.0, 50.0]], "point_labels": [1]},
+    {"point_coords": [[60.0, 50.0], [20.0, 90.0]], "point_labels": [1, 0]},
+    {"box": [30.0, 20.0, 110.0, 90.0]},
+    {"box": [30.0, 20.0, 110.0, 90.0], "point_coords": [[70.0, 55.0]], "point_labels": [1]},
+]
+
+
+@pytest.fixture(scope="module")
+def predictors(gpu_model_paths):
+    from napari_sam2_webgpu import Sam2Predictor
+
+    encoder, decoder = gpu_model_paths[:2]
+    gpu = Sam2Predictor.from_files(encoder, decoder, backend="webgpu")
+    cpu = Sam2Predictor.from_files(encoder, decoder, backend="cpu")
+    return gpu, cpu
+
+
+def test_predictor_runs_on_webgpu(predictors):
+    gpu, _ = predictors
+    assert gpu.backend == "webgpu"
+
+
+@pytest.mark.parametrize("side", [128, 1024, 2048])
+@pytest.mark.parametrize("multimask", [False, True])
+def test_masks_agree_with_the_cpu(predictors, side, multimask):
+    gpu, cpu = predictors
+    image = blob_image(side, side + 32, seed=side)
+    scale = side / 128
+    for predictor in (gpu, cpu):
+        predictor.set_image(image)
+    for prompt in PROMPTS:
+        scaled = {
+            k: (np.asarray(v) * scale if k in ("point_coords", "box") else v)
+            for k, v in prompt.items()
+        }
+        got, got_scores, _ = gpu.predict(**scaled, multimask_output=multimask)
+        ref, ref_scores, _ = cpu.predict(**scaled, multimask_output=multimask)
+        for g, r in zip(got, ref, strict=True):
+            assert mask_iou(g, r) >= 0.999
+        np.testing.assert_allclose(got_scores, ref_scores, atol=2e-3)
+
+
+def test_explicit_embedding_on_the_device(predictors):
+    """A click decodes against the embedding it names, even after another image was set."""
+    gpu, cpu = predictors
+    first, second = blob_image(256, 300, seed=1), blob_image(256, 300, seed=2)
+    embedding = gpu.compute_embedding(first)
+    gpu.set_image(second)
+    got, _, _ = gpu.predict_best(point_coords=[[120, 100]], point_labels=[1], embedding=embedding)
+    cpu.set_image(first)
+    ref, _, _ = cpu.predict_best(point_coords=[[120, 100]], point_labels=[1])
+    assert mask_iou(got, ref) >= 0.999
+
+
+def test_propagation_agrees_with_the_cpu(gpu_model_paths):
+    from napari_sam2_webgpu import Sam2Propagator
+
+    from ..video.test_propagator import moving_blob_stack
+
+    stack = moving_blob_stack(6, (256, 256))
+    tracks = []
+    for backend in ("webgpu", "cpu"):
+        video = Sam2Propagator.from_files(*gpu_model_paths, backend)
+        assert video.predictor.backend == backend
+        state = video.init_state(stack)
+        video.add_prompts(state, 2, 1, points=[[60, 50]], labels=[1])
+        tracks.append(dict(video.propagate(state, "both")))
+    assert tracks[0].keys() == tracks[1].keys() == set(range(len(stack)))
+    for frame, masks in tracks[0].items():
+        assert mask_iou(masks[1], tracks[1][frame][1]) >= 0.999, frame
