@@ -127,7 +127,7 @@ def test_rgb_stack_frames(micro_predictor):
 def test_prompts_of_every_slice(stack_setup):
     viewer, image, _, _, annotator, controller = stack_setup
     prompts = annotator.ensure_prompt_layers()
-    with annotator._mute():  # as if clicked on each slice (no decoding here)
+    with annotator.prompts.muted():  # as if clicked on each slice (no decoding here)
         prompts.add(np.array([[1, 10.0, 12.0], [1, 30.0, 40.0], [3, 5.0, 6.0]]))
         prompts.features = {"positive": [True, False, True]}
         annotator.box_layer.add(

@@ -4,8 +4,10 @@
 never imports Qt, so that it can be tested and scripted without a window. It composes
 
 - :mod:`.slices` (the displayed slice and its coordinates),
-- :mod:`.prompt_layers` (the helper layers and the prompts read from them),
-- :mod:`.embeddings` (encode requests, cached embeddings),
+- :mod:`.prompt_layers` (:class:`~.prompt_layers.PromptLayers`: the prompts and box layers),
+- :mod:`.preview` (:class:`~.preview.Preview`: the preview layer and its mask),
+- :mod:`.embeddings` (:class:`~.embeddings.EmbeddingTracker`: encode requests, cached
+  embeddings, which one the predictor holds),
 - :mod:`.decoding` (the decode scheduler: newest prompt wins, fast decodes inline), and
 - :mod:`.labels` (commit into the target Labels layer, next free id, undo).
 
@@ -16,11 +18,10 @@ runs it in a worker with a progress bar).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,22 +29,20 @@ from napari.layers import Image, Labels, Points, Shapes
 from napari.utils.events import EmitterGroup, Event
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from ..image import EmbeddingCache, EmbeddingKey, ImageError, PromptError
+from ..image import EmbeddingCache
 from . import labels as labels_
 from . import prompt_layers
 from .decoding import DecodeRequest, DecodeResult, DecodeScheduler
-from .embeddings import EncodeRequest, find_embedding, model_key
-from .errors import AnnotatorError
+from .embeddings import EmbeddingTracker, EncodeRequest, model_key
+from .errors import AnnotatorError, guarded
+from .preview import Preview
+from .prompt_layers import PromptLayers
 from .slices import (
     LARGE_IMAGE_PIXELS,
     SliceInfo,
-    check_plane,
-    contrast_limits,
     displayed_slice,
-    layer_id,
     layer_shape,
     same_geometry,
-    transform_kwargs,
     world_to_data,
 )
 
@@ -53,25 +52,6 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("napari_sam2_webgpu")
 
 __all__ = ["Annotator"]
-
-_ACTIONS = {"added", "removed", "changed"}
-
-
-def _guarded(method: Callable) -> Callable:
-    """Event callbacks: user-facing errors become notifications, never traceback dialogs."""
-
-    @functools.wraps(method)
-    def wrapper(self: Annotator, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except (AnnotatorError, ImageError, PromptError) as exc:
-            self._problem(str(exc))
-        except Exception as exc:  # a bug: keep the viewer usable and say what happened
-            logger.exception("napari-sam2-webgpu: error in %s", method.__name__)
-            self._problem(f"SAM2: unexpected error ({type(exc).__name__}: {exc}).", show_error)
-        return None
-
-    return wrapper
 
 
 class Annotator:
@@ -130,7 +110,15 @@ class Annotator:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.viewer = viewer
-        self.cache = cache if cache is not None else EmbeddingCache()
+        self.embeddings = EmbeddingTracker(cache if cache is not None else EmbeddingCache())
+        self.prompts = PromptLayers(
+            viewer,
+            image=lambda: self._image,
+            current_slice=self.current_slice,
+            on_change=self._on_prompts_changed,
+            report_problem=self.report_problem,
+        )
+        self.preview = Preview(viewer)
         self._defer = defer or (lambda fn: fn())
         self._decoder = DecodeScheduler(
             self._prepare_decode, self._decode_done, run_async, clock or time.perf_counter
@@ -149,20 +137,10 @@ class Annotator:
         self.predictor: Sam2Predictor | None = None
         self.multimask = True
         self.overwrite = False
-        self._positive = True
         self._object_id = 1
         self._image: Image | None = None
-        self._prompts: Points | None = None
-        self._box: Shapes | None = None
-        self._preview: Labels | None = None
         self._labels: Labels | None = None
-        self._slice: SliceInfo | None = None  # slice whose embedding the predictor holds
-        self._embedding_key: EmbeddingKey | None = None
-        self._preview_slice: SliceInfo | None = None
-        self._has_preview = False
-        self._warned_large: set[Any] = set()
         self._closed = False
-        self._muted = 0
         self._last_slice_key: tuple | None = None
         self.last_decode_seconds: float | None = None
         self.last_latency_seconds: float | None = None
@@ -184,26 +162,17 @@ class Annotator:
         ):
             emitter.disconnect(cb)
         self._disconnect_image()
-        if self._prompts is not None:
-            self._prompts.events.data.disconnect(self._on_prompts_data)
-            if self._on_prompts_press in self._prompts.mouse_drag_callbacks:
-                self._prompts.mouse_drag_callbacks.remove(self._on_prompts_press)
-        if self._box is not None:
-            self._box.events.data.disconnect(self._on_box_data)
+        self.prompts.disconnect()
 
-    def _problem(self, message: str, show: Callable[[str], None] | None = None) -> None:
+    @property
+    def cache(self) -> EmbeddingCache:
+        """Where embeddings are kept per layer, slice, contrast and model."""
+        return self.embeddings.cache
+
+    def report_problem(self, message: str, show: Callable[[str], None] | None = None) -> None:
         """Tell the user about a problem (a warning by default) and emit ``events.error``."""
         (show or show_warning)(message)
         self.events.error(message=message)
-
-    @contextlib.contextmanager
-    def _mute(self) -> Iterator[None]:
-        """Ignore the prompt layers' data events caused by the annotator itself."""
-        self._muted += 1
-        try:
-            yield
-        finally:
-            self._muted -= 1
 
     # -- layers in use ----------------------------------------------------------------------------
     @property
@@ -214,17 +183,17 @@ class Annotator:
     @property
     def prompts_layer(self) -> Points | None:
         """The Points layer of point prompts (created on demand)."""
-        return self._prompts
+        return self.prompts.points
 
     @property
     def box_layer(self) -> Shapes | None:
         """The Shapes layer of box prompts (created on demand)."""
-        return self._box
+        return self.prompts.box
 
     @property
     def preview_layer(self) -> Labels | None:
         """The Labels layer showing the current mask (not meant to be saved)."""
-        return self._preview
+        return self.preview.layer
 
     @property
     def labels_layer(self) -> Labels | None:
@@ -255,8 +224,7 @@ class Annotator:
                 # A new target (the next commit creates one): its object ids start afresh.
                 self._labels = None
                 self._set_object_id(1)
-        self._slice = None
-        self._embedding_key = None
+        self.embeddings.forget()
         self._decoder.estimate = None
         self.sync_embedding()
         self.events.layers()
@@ -271,7 +239,7 @@ class Annotator:
             ``layer`` is not a Labels layer, or its shape differs from the image's.
         """
         if layer is not None:
-            if not isinstance(layer, Labels) or layer is self._preview:
+            if not isinstance(layer, Labels) or layer is self.preview.layer:
                 raise AnnotatorError(
                     f"{prompt_layers.describe(layer)} cannot receive labels: pick a Labels layer."
                 )
@@ -298,24 +266,9 @@ class Annotator:
 
     def _reset_helpers(self, layer: Image | None) -> None:
         """New image geometry: clear prompts and re-place (or drop) the helper layers."""
-        for attr in ("_prompts", "_box", "_preview"):
-            helper = getattr(self, attr)
-            if helper is None:
-                continue
-            if layer is not None and helper.ndim == len(layer_shape(layer)) and attr != "_preview":
-                with self._mute():
-                    helper.data = np.empty((0, helper.ndim)) if attr == "_prompts" else []
-                for name, value in transform_kwargs(layer).items():
-                    setattr(helper, name, value)
-            else:
-                self._remove_helper(attr)
+        self.prompts.reset(layer)
+        self.preview.remove()
         self._clear_preview()
-
-    def _remove_helper(self, attr: str) -> None:
-        helper = getattr(self, attr)
-        setattr(self, attr, None)
-        if helper is not None and helper in self.viewer.layers:
-            self.viewer.layers.remove(helper)
 
     # -- helper layers ----------------------------------------------------------------------------
     def _require_image(self) -> Image:
@@ -325,45 +278,9 @@ class Annotator:
 
     def ensure_prompt_layers(self) -> Points:
         """Create the box and prompts layers if needed; the prompts layer becomes active."""
-        image = self._require_image()
-        created = False
-        if self._box is None or self._box not in self.viewer.layers:
-            self._box = prompt_layers.make_box_layer(image)
-            self._box.events.data.connect(self._on_box_data)
-            self.viewer.add_layer(self._box)
-            self._box.mode = "add_rectangle"
-            created = True
-        if self._prompts is None or self._prompts not in self.viewer.layers:
-            self._prompts = prompt_layers.make_prompts_layer(image)
-            self._prompts.mouse_drag_callbacks.insert(0, self._on_prompts_press)
-            self._prompts.events.data.connect(self._on_prompts_data)
-            self.viewer.add_layer(self._prompts)
-            self._prompts.mode = "add"
-            created = True
-            self.viewer.layers.selection.active = self._prompts
-        if created:
+        if self.prompts.ensure(self._require_image()):
             self.events.layers()
-        return self._prompts
-
-    def _ensure_preview(self, sl: SliceInfo) -> Labels:
-        image = self._require_image()
-        preview = self._preview
-        shape = prompt_layers.preview_shape(sl)
-        if preview is None or preview not in self.viewer.layers or preview.data.shape != shape:
-            if preview is not None and preview in self.viewer.layers:
-                self.viewer.layers.remove(preview)
-            preview = prompt_layers.make_preview_layer(image, sl)
-            self._preview = preview
-            index = self._insert_index_above_targets()
-            active = self.viewer.layers.selection.active
-            self.viewer.layers.insert(index, preview)
-            if active is not None and active in self.viewer.layers:
-                self.viewer.layers.selection.active = active
-            self.events.layers()
-        elif self._preview_slice is None or self._preview_slice.key != sl.key:
-            preview.translate = transform_kwargs(image, sl)["translate"]
-        self._preview_slice = sl
-        return preview
+        return self.prompts.points
 
     def _insert_index_above_targets(self) -> int:
         """Index just above the image and the target Labels layer, below the prompt layers."""
@@ -400,9 +317,6 @@ class Annotator:
         """The displayed slice of the image layer (AnnotatorError when there is none)."""
         return displayed_slice(self._require_image(), self.viewer.dims)
 
-    def _contrast(self) -> tuple[float, float] | None:
-        return contrast_limits(self._image)
-
     def encode_request(self) -> EncodeRequest:
         """Describe the encoding of the displayed slice (validated, pixels not read yet).
 
@@ -411,18 +325,12 @@ class Annotator:
         AnnotatorError, ImageError
             No image, 3D view, slice outside the layer, or pixels SAM2 cannot use.
         """
-        image = self._require_image()
-        sl = self.current_slice()
-        check_plane(image, sl)
-        height, width = sl.shape
-        if height * width > LARGE_IMAGE_PIXELS and layer_id(image) not in self._warned_large:
-            self._warned_large.add(layer_id(image))
-            show_warning(
-                f"'{image.name}' is {height:,} x {width:,} pixels: encoding is fine, but every "
-                f"mask is full size ({height * width / 2**20:,.0f} MiB per mask), so clicks "
-                "decode slower and multimask is off. Crop the image for faster interaction."
-            )
-        return EncodeRequest(image, layer_id(image), sl, self._contrast(), bool(image.rgb))
+        request, warning = self.embeddings.encode_request(
+            self._require_image(), self.current_slice()
+        )
+        if warning is not None:
+            show_warning(warning)
+        return request
 
     def finish_encode(
         self,
@@ -446,7 +354,7 @@ class Annotator:
         """
         if request.layer not in self.viewer.layers:
             return False  # the layer was removed while encoding
-        self.cache.put(request.key(model_key(predictor)), embedding)
+        self.embeddings.store(request, embedding, predictor)
         if not apply or request.layer is not self._image or predictor is not self.predictor:
             return False
         try:
@@ -455,8 +363,7 @@ class Annotator:
             return False
         if sl.key != request.slice.key or self.predictor is None:
             return False
-        self.predictor.set_embedding(embedding)
-        self._slice, self._embedding_key = sl, request.key(model_key(predictor))
+        self.embeddings.adopt(request, sl, embedding, self.predictor)
         self.ensure_prompt_layers()
         self.events.status()
         self.request_decode()
@@ -464,46 +371,33 @@ class Annotator:
 
     def sync_embedding(self) -> bool:
         """Make the displayed slice's cached embedding current; whether one is ready."""
-        self._slice = None
+        self.embeddings.slice = None
         if self._image is None or self.predictor is None:
             return False
         try:
             sl = self.current_slice()
         except AnnotatorError:
             return False
-        model = self.model_key
-        key = EmbeddingKey(layer_id(self._image), sl.key, self._contrast(), model)
-        if key == self._embedding_key and self.predictor.embedding is not None:
-            self._slice = sl
-            return True
-        found = find_embedding(self.cache, key)
-        if found is None:
-            return False
-        self._embedding_key, embedding = found
-        self.predictor.set_embedding(embedding)
-        self._slice = sl
-        return True
+        return self.embeddings.sync(self._image, sl, self.predictor)
 
     def has_exact_embedding(self) -> bool:
         """Whether the current embedding is for the displayed slice *and* contrast limits."""
-        if not self.is_ready or self._embedding_key is None:
-            return False
-        return self._embedding_key.contrast_limits == self._contrast()
+        return self.is_ready and self.embeddings.exact(self._image)
 
     @property
     def is_ready(self) -> bool:
         """Whether the displayed slice is encoded (clicks decode at once)."""
-        if self._slice is None or self.predictor is None or self._image is None:
+        if self.embeddings.slice is None or self.predictor is None or self._image is None:
             return False
         try:
-            return self.current_slice().key == self._slice.key
+            return self.embeddings.holds(self.current_slice())
         except AnnotatorError:
             return False
 
     def set_predictor(self, predictor: Sam2Predictor | None) -> None:
         """Use another model; its cached embeddings (if any) are reused."""
         self.predictor = predictor
-        self._embedding_key = None
+        self.embeddings.key = None
         self._decoder.estimate = None
         self.sync_embedding()
         self.events.status()
@@ -513,22 +407,17 @@ class Annotator:
     @property
     def positive(self) -> bool:
         """Polarity of a plain left click (Control-click and right click add the other one)."""
-        return self._positive
+        return self.prompts.positive
 
     @positive.setter
     def positive(self, value: bool) -> None:
-        self._positive = bool(value)
-        self.events.polarity(value=self._positive)
+        self.prompts.positive = bool(value)
+        self.events.polarity(value=self.prompts.positive)
 
     def toggle_polarity(self) -> bool:
         """Swap positive and negative for plain clicks; returns the new polarity."""
-        self.positive = not self._positive
-        return self._positive
-
-    def _on_prompts_press(self, layer: Points, event: Any) -> None:
-        """First drag callback of the prompts layer: choose the polarity of the point to add."""
-        negative = getattr(event, "button", 1) == 2 or "Control" in (event.modifiers or ())
-        layer.feature_defaults = {"positive": self._positive != negative}
+        self.positive = not self.positive
+        return self.positive
 
     def _world_to_data(self, position: Sequence[float]) -> np.ndarray:
         """A world position (full or only the displayed axes) -> image data coordinates."""
@@ -537,69 +426,18 @@ class Annotator:
     def add_point(self, position: Sequence[float], positive: bool = True) -> None:
         """Add a point prompt at a world ``position`` (napari's axis order) and decode."""
         data = self._world_to_data(position)
-        layer = self.ensure_prompt_layers()
-        previous = bool(layer.feature_defaults["positive"][0])
-        layer.feature_defaults = {"positive": bool(positive)}
-        try:
-            layer.add(data[None])
-        finally:
-            layer.feature_defaults = {"positive": previous}
+        self.ensure_prompt_layers()
+        self.prompts.add_point(self._image, data, positive)
 
     def add_box(self, start: Sequence[float], end: Sequence[float]) -> None:
         """Add a box prompt between two opposite world corners and decode."""
         a, b = self._world_to_data(start), self._world_to_data(end)
         sl = self.current_slice()
-        corners = prompt_layers.box_corners(sl, a, b)
         self.ensure_prompt_layers()
-        self._box.add(corners, shape_type="rectangle")
+        self.prompts.add_box(self._image, sl, a, b)
 
-    @_guarded
-    def _on_prompts_data(self, event: Any) -> None:
-        action = str(getattr(event, "action", "changed")).lower()
-        if self._muted or action not in _ACTIONS:
-            return
-        layer = self._prompts
-        if action == "added" and layer is not None and len(layer.data):
-            n = len(layer.data)
-            indices = getattr(event, "data_indices", None) or (-1,)
-            new = sorted({int(i) % n for i in indices if -n <= int(i) < n})
-            self._drop_bad_points(layer, new)
-        self.request_decode()
-        self.events.prompts()
-
-    def _drop_bad_points(self, layer: Points, new: list[int]) -> None:
-        """Remove just-added points that are not on a pixel of the displayed slice."""
-        try:
-            sl = self.current_slice()
-        except AnnotatorError as exc:
-            bad = new
-            message = str(exc)
-        else:
-            bad, message = prompt_layers.misplaced_points(sl, layer.data, new, self._image.name)
-        if bad:
-            with self._mute():
-                layer.selected_data = set()
-                layer.remove(bad)
-            self._problem(message)
-
-    @_guarded
-    def _on_box_data(self, event: Any) -> None:
-        action = str(getattr(event, "action", "changed")).lower()
-        if self._muted or action not in _ACTIONS:
-            return
-        box = self._box
-        if action == "added" and box is not None and len(box.data) > 1:
-            try:
-                sl = self.current_slice()
-            except AnnotatorError:
-                sl = None
-            if sl is not None:
-                # One box per slice: the newest replaces the others.
-                older = prompt_layers.older_boxes(box, sl)
-                if older:
-                    with self._mute():
-                        box.selected_data = set(older)
-                        box.remove_selected()
+    def _on_prompts_changed(self) -> None:
+        """The user added, moved or removed prompts."""
         self.request_decode()
         self.events.prompts()
 
@@ -612,9 +450,7 @@ class Annotator:
             ``(N, 2)`` SAM ``(x, y)`` pixels and ``(N,)`` 1/0 labels (None without points), and
             the newest box on the slice as ``(4,)`` x0, y0, x1, y1 (None without one).
         """
-        return prompt_layers.slice_prompts(
-            self._in_viewer(self._prompts), self._in_viewer(self._box), sl
-        )
+        return self.prompts.slice_prompts(sl)
 
     def _in_viewer(self, layer: Any) -> Any:
         return layer if layer is not None and layer in self.viewer.layers else None
@@ -662,7 +498,7 @@ class Annotator:
             if self.auto_encode is not None:
                 self.auto_encode()  # the widget encodes, or says why it cannot
             elif self.predictor is None:
-                self._problem(
+                self.report_problem(
                     "No SAM2 model is loaded yet: choose one in the SAM2 widget and press "
                     "Encode. Your prompts are kept and decoded once the image is encoded."
                 )
@@ -686,23 +522,22 @@ class Annotator:
     def _decode_done(self, result: DecodeResult) -> None:
         """The scheduler's ``deliver``: show the newest mask, or the problem."""
         if result.error:
-            self._problem(result.error)
+            self.report_problem(result.error)
             self._clear_preview()
             return
         try:
             self._show_preview(result)
         except Exception as exc:  # e.g. the image was removed in the meantime
             logger.exception("napari-sam2-webgpu: preview update failed")
-            self._problem(
+            self.report_problem(
                 f"SAM2: could not show the mask ({type(exc).__name__}: {exc}).", show_error
             )
 
     def _show_preview(self, result: DecodeResult) -> None:
         sl = result.request.slice
-        preview = self._ensure_preview(sl)
-        np.copyto(preview.data, sl.expand(result.mask), casting="unsafe")
-        preview.refresh()
-        self._has_preview = True
+        image = self._require_image()
+        if self.preview.show(image, sl, result.mask, self._insert_index_above_targets):
+            self.events.layers()
         self.last_score = result.score
         self.last_decode_seconds = result.seconds
         self.last_latency_seconds = self._decoder.clock() - result.request.started
@@ -710,18 +545,13 @@ class Annotator:
         self.events.decoded()
 
     def _clear_preview(self) -> None:
-        if self._has_preview and self._preview is not None:
-            self._preview.data[...] = 0
-            self._preview.refresh()
-        self._has_preview = False
+        self.preview.clear()
         self.last_score = None
 
     @property
     def preview_mask(self) -> np.ndarray | None:
         """The current mask as a 2D boolean array of the displayed slice, or None."""
-        if not self._has_preview or self._preview is None:
-            return None
-        return np.asarray(self._preview.data).reshape(self._preview_slice.shape).astype(bool)
+        return self.preview.mask
 
     # -- commit, clear, undo ----------------------------------------------------------------------
     @property
@@ -778,7 +608,7 @@ class Annotator:
             raise AnnotatorError(
                 "Nothing to commit: click on an object (or draw a box) and wait for the mask."
             )
-        sl = self._preview_slice
+        sl = self.preview.slice
         labels = self.ensure_labels_layer()
         value = self._object_id
         labels_.check_label_value(labels, value)
@@ -795,13 +625,7 @@ class Annotator:
 
     def clear(self) -> None:
         """Remove all point and box prompts and the preview."""
-        with self._mute():
-            if self._prompts is not None and len(self._prompts.data):
-                self._prompts.selected_data = set()
-                self._prompts.data = np.empty((0, self._prompts.ndim))
-            if self._box is not None and len(self._box.data):
-                self._box.selected_data = set()
-                self._box.data = []
+        self.prompts.clear()
         self._decoder.invalidate()  # any decode in flight is now stale
         self._clear_preview()
         self.events.prompts()
@@ -827,7 +651,7 @@ class Annotator:
         return True
 
     # -- viewer events ----------------------------------------------------------------------------
-    @_guarded
+    @guarded
     def _on_dims_changed(self, event: Any = None) -> None:
         try:
             sl = self.current_slice() if self._image is not None else None
@@ -846,9 +670,8 @@ class Annotator:
 
     def _on_image_data(self, event: Any = None) -> None:
         if self._image is not None:
-            self.cache.drop_layer(layer_id(self._image))
-        self._slice = None
-        self._embedding_key = None
+            self.embeddings.drop_layer(self._image)
+        self.embeddings.forget()
         self._clear_preview()
         self.events.status()
 
@@ -868,15 +691,16 @@ class Annotator:
         if not self._closed and len(self.viewer.layers):
             (show or show_warning)(message)
 
-    @_guarded
+    @guarded
     def _on_layer_removed(self, event: Any) -> None:
         layer = event.value
         if layer is self._image:
             # Removing the helper layers now would nest in napari's own removal loop: defer.
-            self.cache.drop_layer(layer_id(layer))
+            self.embeddings.drop_layer(layer)
             self._disconnect_image()
             self._image = None
-            self._slice = self._embedding_key = self._last_slice_key = None
+            self.embeddings.forget()
+            self._last_slice_key = None
             self._decoder.invalidate()
             self._defer(functools.partial(self._after_image_removed, layer.name))
         elif layer is self._labels:
@@ -887,15 +711,10 @@ class Annotator:
                 "one. Other Labels layers are untouched."
             )
             self._defer(lambda: self._tell(message, show_info))
-        elif layer is self._prompts:
-            self._prompts = None
+        elif self.prompts.forget(layer):
             self.request_decode()
-        elif layer is self._box:
-            self._box = None
-            self.request_decode()
-        elif layer is self._preview:
-            self._preview = None
-            self._has_preview = False
+        elif self.preview.forget(layer):
+            pass
         else:
             return
         self.events.layers()

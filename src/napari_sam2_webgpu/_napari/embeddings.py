@@ -1,7 +1,8 @@
 """Encoding a displayed slice, and finding a slice's embedding in the cache.
 
 An embedding is cached under (layer, slice, contrast limits, model): a click and a propagation
-run that need the same slice share one encode.
+run that need the same slice share one encode. :class:`EmbeddingTracker` knows which embedding
+the predictor holds and for which slice.
 """
 
 from __future__ import annotations
@@ -13,12 +14,19 @@ import numpy as np
 from napari.layers import Image
 
 from ..image import EmbeddingCache, EmbeddingKey
-from .slices import SliceInfo, base_data
+from .slices import (
+    LARGE_IMAGE_PIXELS,
+    SliceInfo,
+    base_data,
+    check_plane,
+    contrast_limits,
+    layer_id,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..image import ImageEmbedding, Sam2Predictor
 
-__all__ = ["EncodeRequest", "find_embedding", "model_key"]
+__all__ = ["EmbeddingTracker", "EncodeRequest", "find_embedding", "model_key"]
 
 
 def model_key(predictor: Any) -> str:
@@ -69,3 +77,88 @@ def find_embedding(
         if embedding is not None:
             return candidate, embedding
     return None
+
+
+class EmbeddingTracker:
+    """The embedding cache, and which cached embedding the predictor holds (for which slice).
+
+    Parameters
+    ----------
+    cache : EmbeddingCache
+        Where embeddings are kept per layer, slice, contrast and model.
+    """
+
+    def __init__(self, cache: EmbeddingCache) -> None:
+        self.cache = cache
+        self.slice: SliceInfo | None = None  # slice whose embedding the predictor holds
+        self.key: EmbeddingKey | None = None  # its cache key
+        self._warned_large: set[Any] = set()
+
+    def forget(self) -> None:
+        """The predictor's embedding is no longer known to be current."""
+        self.slice = None
+        self.key = None
+
+    def drop_layer(self, image: Image) -> None:
+        """Drop the embeddings of ``image`` (its data changed, or it was removed)."""
+        self.cache.drop_layer(layer_id(image))
+
+    def encode_request(self, image: Image, sl: SliceInfo) -> tuple[EncodeRequest, str | None]:
+        """Describe the encoding of slice ``sl`` (validated), and a warning shown once per
+        image when it is large (None otherwise).
+
+        Raises
+        ------
+        AnnotatorError, ImageError
+            3D view, slice outside the layer, or pixels SAM2 cannot use.
+        """
+        check_plane(image, sl)
+        height, width = sl.shape
+        warning = None
+        if height * width > LARGE_IMAGE_PIXELS and layer_id(image) not in self._warned_large:
+            self._warned_large.add(layer_id(image))
+            warning = (
+                f"'{image.name}' is {height:,} x {width:,} pixels: encoding is fine, but every "
+                f"mask is full size ({height * width / 2**20:,.0f} MiB per mask), so clicks "
+                "decode slower and multimask is off. Crop the image for faster interaction."
+            )
+        request = EncodeRequest(image, layer_id(image), sl, contrast_limits(image), bool(image.rgb))
+        return request, warning
+
+    def store(self, request: EncodeRequest, embedding: ImageEmbedding, predictor: Any) -> None:
+        """Cache an embedding ``predictor`` computed for ``request``."""
+        self.cache.put(request.key(model_key(predictor)), embedding)
+
+    def adopt(
+        self,
+        request: EncodeRequest,
+        sl: SliceInfo,
+        embedding: ImageEmbedding,
+        predictor: Sam2Predictor,
+    ) -> None:
+        """Make ``embedding`` (of ``request``, displayed as ``sl``) the predictor's current one."""
+        predictor.set_embedding(embedding)
+        self.slice, self.key = sl, request.key(model_key(predictor))
+
+    def sync(self, image: Image, sl: SliceInfo, predictor: Sam2Predictor) -> bool:
+        """Make slice ``sl``'s cached embedding the predictor's current one; whether one is."""
+        self.slice = None
+        key = EmbeddingKey(layer_id(image), sl.key, contrast_limits(image), model_key(predictor))
+        if key == self.key and predictor.embedding is not None:
+            self.slice = sl
+            return True
+        found = find_embedding(self.cache, key)
+        if found is None:
+            return False
+        self.key, embedding = found
+        predictor.set_embedding(embedding)
+        self.slice = sl
+        return True
+
+    def holds(self, sl: SliceInfo) -> bool:
+        """Whether the predictor's embedding is known to be slice ``sl``'s."""
+        return self.slice is not None and self.slice.key == sl.key
+
+    def exact(self, image: Image) -> bool:
+        """Whether the current embedding was made with ``image``'s current contrast limits."""
+        return self.key is not None and self.key.contrast_limits == contrast_limits(image)

@@ -7,16 +7,20 @@
 
 Every helper layer shares the image layer's transform, so its data coordinates are the image's
 pixel coordinates, whatever the world coordinates are. The functions here build and read layers;
-which layers are in use is the :class:`~.annotator.Annotator`'s business.
+:class:`PromptLayers` keeps the prompts and box layers in use (creation, muting, polarity, the
+layers' data events).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels, Points, Shapes
 
+from .errors import AnnotatorError, guarded
 from .slices import LARGE_IMAGE_PIXELS, SliceInfo, layer_shape, transform_kwargs
 
 __all__ = [
@@ -28,6 +32,7 @@ __all__ = [
     "PREVIEW_COLOR",
     "PREVIEW_NAME",
     "PROMPTS_NAME",
+    "PromptLayers",
     "box_corners",
     "describe",
     "make_box_layer",
@@ -187,3 +192,193 @@ def box_corners(sl: SliceInfo, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     r0, r1 = sorted((a[sl.rows_axis], b[sl.rows_axis]))
     c0, c1 = sorted((a[sl.cols_axis], b[sl.cols_axis]))
     return np.stack([sl.point(r0, c0), sl.point(r0, c1), sl.point(r1, c1), sl.point(r1, c0)])
+
+
+_ACTIONS = {"added", "removed", "changed"}
+
+
+class PromptLayers:
+    """The prompts (Points) and box (Shapes) layers in use, and the user's edits of them.
+
+    Parameters
+    ----------
+    viewer : napari.components.ViewerModel
+        Where the layers are added.
+    image : callable
+        The image layer being segmented (names it in messages).
+    current_slice : callable
+        The displayed slice of the image (raises AnnotatorError when there is none).
+    on_change : callable
+        Called with no argument after the user added, moved or removed prompts.
+    report_problem : callable
+        ``report_problem(message, show=None)`` tells the user (bad points, errors in handlers).
+    """
+
+    def __init__(
+        self,
+        viewer: Any,
+        *,
+        image: Callable[[], Image | None],
+        current_slice: Callable[[], SliceInfo],
+        on_change: Callable[[], None],
+        report_problem: Callable[..., None],
+    ) -> None:
+        self.viewer = viewer
+        self.points: Points | None = None
+        self.box: Shapes | None = None
+        self.positive = True
+        self._image = image
+        self._current_slice = current_slice
+        self._on_change = on_change
+        self.report_problem = report_problem
+        self._muted = 0
+
+    @contextlib.contextmanager
+    def muted(self) -> Iterator[None]:
+        """Ignore the layers' data events caused by the program itself (not the user)."""
+        self._muted += 1
+        try:
+            yield
+        finally:
+            self._muted -= 1
+
+    def in_viewer(self, layer: Any) -> Any:
+        """``layer`` if it is in the viewer, else None."""
+        return layer if layer is not None and layer in self.viewer.layers else None
+
+    def ensure(self, image: Image) -> bool:
+        """Create the box and prompts layers if needed (prompts active); whether any was."""
+        created = False
+        if self.in_viewer(self.box) is None:
+            self.box = make_box_layer(image)
+            self.box.events.data.connect(self._on_box_data)
+            self.viewer.add_layer(self.box)
+            self.box.mode = "add_rectangle"
+            created = True
+        if self.in_viewer(self.points) is None:
+            self.points = make_prompts_layer(image)
+            self.points.mouse_drag_callbacks.insert(0, self._on_press)
+            self.points.events.data.connect(self._on_points_data)
+            self.viewer.add_layer(self.points)
+            self.points.mode = "add"
+            created = True
+            self.viewer.layers.selection.active = self.points
+        return created
+
+    def disconnect(self) -> None:
+        """Stop listening to the layers (they stay in the viewer)."""
+        if self.points is not None:
+            self.points.events.data.disconnect(self._on_points_data)
+            if self._on_press in self.points.mouse_drag_callbacks:
+                self.points.mouse_drag_callbacks.remove(self._on_press)
+        if self.box is not None:
+            self.box.events.data.disconnect(self._on_box_data)
+
+    def reset(self, image: Image | None) -> None:
+        """New image geometry: empty the layers and re-place them, or remove them."""
+        for attr in ("points", "box"):
+            helper = getattr(self, attr)
+            if helper is None:
+                continue
+            if image is not None and helper.ndim == len(layer_shape(image)):
+                with self.muted():
+                    helper.data = np.empty((0, helper.ndim)) if attr == "points" else []
+                for name, value in transform_kwargs(image).items():
+                    setattr(helper, name, value)
+            else:
+                setattr(self, attr, None)
+                if helper in self.viewer.layers:
+                    self.viewer.layers.remove(helper)
+
+    def clear(self) -> None:
+        """Remove every point and box (no change event)."""
+        with self.muted():
+            if self.points is not None and len(self.points.data):
+                self.points.selected_data = set()
+                self.points.data = np.empty((0, self.points.ndim))
+            if self.box is not None and len(self.box.data):
+                self.box.selected_data = set()
+                self.box.data = []
+
+    def forget(self, layer: Any) -> bool:
+        """``layer`` was removed from the viewer: whether it was one of these layers."""
+        if layer is self.points:
+            self.points = None
+        elif layer is self.box:
+            self.box = None
+        else:
+            return False
+        return True
+
+    def add_point(self, image: Image, data: np.ndarray, positive: bool) -> None:
+        """Add a point at image data coordinates ``data`` with the given polarity."""
+        self.ensure(image)
+        layer = self.points
+        previous = bool(layer.feature_defaults["positive"][0])
+        layer.feature_defaults = {"positive": bool(positive)}
+        try:
+            layer.add(data[None])
+        finally:
+            layer.feature_defaults = {"positive": previous}
+
+    def add_box(self, image: Image, sl: SliceInfo, a: np.ndarray, b: np.ndarray) -> None:
+        """Add the box on slice ``sl`` with opposite image data corners ``a`` and ``b``."""
+        corners = box_corners(sl, a, b)
+        self.ensure(image)
+        self.box.add(corners, shape_type="rectangle")
+
+    def slice_prompts(self, sl: SliceInfo) -> tuple[np.ndarray | None, np.ndarray | None, Any]:
+        """The prompts on slice ``sl`` as the predictor takes them (see :func:`slice_prompts`)."""
+        return slice_prompts(self.in_viewer(self.points), self.in_viewer(self.box), sl)
+
+    def _on_press(self, layer: Points, event: Any) -> None:
+        """First drag callback of the prompts layer: choose the polarity of the point to add."""
+        negative = getattr(event, "button", 1) == 2 or "Control" in (event.modifiers or ())
+        layer.feature_defaults = {"positive": self.positive != negative}
+
+    @guarded
+    def _on_points_data(self, event: Any) -> None:
+        action = str(getattr(event, "action", "changed")).lower()
+        if self._muted or action not in _ACTIONS:
+            return
+        layer = self.points
+        if action == "added" and layer is not None and len(layer.data):
+            n = len(layer.data)
+            indices = getattr(event, "data_indices", None) or (-1,)
+            new = sorted({int(i) % n for i in indices if -n <= int(i) < n})
+            self._drop_bad_points(layer, new)
+        self._on_change()
+
+    def _drop_bad_points(self, layer: Points, new: list[int]) -> None:
+        """Remove just-added points that are not on a pixel of the displayed slice."""
+        try:
+            sl = self._current_slice()
+        except AnnotatorError as exc:
+            bad = new
+            message = str(exc)
+        else:
+            bad, message = misplaced_points(sl, layer.data, new, self._image().name)
+        if bad:
+            with self.muted():
+                layer.selected_data = set()
+                layer.remove(bad)
+            self.report_problem(message)
+
+    @guarded
+    def _on_box_data(self, event: Any) -> None:
+        action = str(getattr(event, "action", "changed")).lower()
+        if self._muted or action not in _ACTIONS:
+            return
+        box = self.box
+        if action == "added" and box is not None and len(box.data) > 1:
+            try:
+                sl = self._current_slice()
+            except AnnotatorError:
+                sl = None
+            if sl is not None:
+                older = older_boxes(box, sl)  # one box per slice: the newest replaces the others
+                if older:
+                    with self.muted():
+                        box.selected_data = set(older)
+                        box.remove_selected()
+        self._on_change()

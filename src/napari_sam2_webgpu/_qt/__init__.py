@@ -4,6 +4,12 @@
 :mod:`.widget`            :class:`Sam2Widget`: composition and the console API
 :mod:`.encoding`          :class:`ModelSession`: the loaded model, when to load and encode
 :mod:`.panels`            the dock's rows as small QWidgets (controls only)
+:mod:`.dock`              :class:`DockView`: the panels laid out, the object row bound to the
+                          annotator's settings, the status shown
+:mod:`.layer_choices`     :class:`LayerChoices`: the image/labels combos following the viewer
+:mod:`.lifecycle`         :class:`Lifecycle`: alive probing and the one teardown (no Qt)
+:mod:`.commits`           :class:`Commits`: commit and undo, aware of propagation (no Qt)
+:mod:`.arguments`         the console API's argument checks (no Qt)
 :mod:`.jobs`              worker threads, the load/encode job runner with progress bars and
                           cancel, waiting in a nested event loop
 :mod:`.propagation`       :class:`PropagationRunner`: a propagation's worker and progress bar

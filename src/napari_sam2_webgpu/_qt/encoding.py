@@ -110,6 +110,25 @@ class ModelSession:
         else:
             self.start_encode()
 
+    def encode_and_wait(
+        self, run_loop_until: Callable[[Callable[[], bool]], Any], alive: Callable[[], bool]
+    ) -> ImageEmbedding | None:
+        """:meth:`encode`, then process events until it (and a load still running) ended.
+
+        Only this encode: not decodes or a propagation. Returns :meth:`chosen_embedding`; when
+        that is None without a failure reported meanwhile, says so (never a silent None).
+        """
+        errors = self._errors.count
+        self.encode()  # now, or after the running load or encode
+        run_loop_until(lambda: not self._jobs.busy)
+        embedding = self.chosen_embedding()
+        if embedding is None and self._errors.count == errors and alive():
+            self._errors.warn(
+                "SAM2: the displayed slice was not encoded (the encode was cancelled, or the "
+                "image or slice changed meanwhile): press Encode again."
+            )
+        return embedding
+
     def chosen_embedding(self) -> ImageEmbedding | None:
         """The displayed slice's embedding by the chosen model; None if there is none (after a
         failed load the old model is still there: its embedding does not count)."""

@@ -20,6 +20,7 @@ __all__ = [
     "device_details",
     "device_line",
     "error_message",
+    "gather_facts",
     "polarity_text",
     "propagate_button_state",
     "status_text",
@@ -188,3 +189,26 @@ def device_details(info: Any) -> str:
         lines.append(f"Backend asked for: {requested}")
     lines.append("'napari-sam2-webgpu doctor' prints the full report.")
     return "\n".join(lines)
+
+
+def gather_facts(
+    annotator: Any, session: Any, jobs: Any, propagation: Any, cache: Any
+) -> StatusFacts:
+    """The :class:`StatusFacts` of the annotator, the model session, the job runner, the
+    propagation controller and the embedding cache (read through their public attributes)."""
+    p = session.predictor
+    run = propagation.run or propagation.last_run
+    return StatusFacts(
+        model=f"{p.name} on {p.device}" if p is not None else None,
+        job=jobs.progress_text,
+        has_image=annotator.image_layer is not None,
+        ready=annotator.is_ready,
+        last_encode_seconds=session.last_encode_seconds,
+        last_decode_seconds=annotator.last_decode_seconds,
+        last_latency_seconds=annotator.last_latency_seconds,
+        last_score=annotator.last_score,
+        propagation=run.describe() if run is not None else None,
+        propagation_unavailable=propagation.unavailable_summary,
+        cache_slices=len(cache),
+        cache_bytes=cache.nbytes,
+    )
