@@ -303,14 +303,19 @@ def test_device_resident_embeddings_give_the_same_tracks(micro_model_files, stac
     here), memory attention leaves its output on the device for the decoder: same masks."""
     _, files = micro_model_files
     paths = (files.encoder, files.decoder, files.memory_attention, files.memory_encoder)
-    plain, bound = (Sam2Propagator.from_files(*paths, "cpu") for _ in range(2))
-    assert bound.predictor.encoder.bind_device(cpu_device_io, graph_capture=False)
-    bound.predictor.decoder.provider = "webgpu"  # as on a GPU: embeddings stay on the device
-    results = []
-    for video in (plain, bound):
+
+    def track(device_resident: bool) -> dict:
+        # One propagator at a time: each holds four sessions' memory until it is dropped.
+        video = Sam2Propagator.from_files(*paths, "cpu")
+        if device_resident:
+            assert video.predictor.encoder.bind_device(cpu_device_io, graph_capture=False)
+            video.predictor.decoder.provider = "webgpu"  # as on a GPU: embeddings stay there
         state = video.init_state(stack[:4])
         video.add_prompts(state, 1, 1, points=[[60, 50]], labels=[1])
-        results.append(dict(video.propagate(state, "both")))
-        assert state.embedding(0).on_device == (video is bound)
+        masks = dict(video.propagate(state, "both"))
+        assert state.embedding(0).on_device == device_resident
+        return masks
+
+    results = [track(False), track(True)]
     for frame, masks in results[0].items():
         assert mask_iou(masks[1], results[1][frame][1]) >= 0.999
