@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from .._annotator import AnnotatorError
-from .._propagation import DIRECTIONS
+from .._napari import AnnotatorError
 from ..models import MODEL_SIZES
 from ..runtime import BACKENDS
+from ..video import DIRECTIONS
 from .loading import ModelChoice
 
 __all__ = ["check_axis", "check_direction", "check_position", "free_axes", "model_choice"]

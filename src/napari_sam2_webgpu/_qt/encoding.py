@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_info
 
-from .._annotator import Annotator, AnnotatorError, EncodeRequest
-from .._propagation import PropagationController
+from .._napari import Annotator, AnnotatorError, EncodeRequest, PropagationController
 from ..image import EmbeddingCache, ImageError
 from .errors import ErrorReporter
 from .jobs import Cancelled, Job, JobRunner, Outcome

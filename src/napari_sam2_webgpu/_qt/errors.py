@@ -12,7 +12,7 @@ from typing import Any
 
 from napari.utils.notifications import show_error, show_warning
 
-from .._annotator import AnnotatorError
+from .._napari import AnnotatorError
 from ..image import ImageError, PromptError
 from .status import EXPECTED_ERRORS
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from napari.layers import Image, Labels
 
-from .._annotator import AnnotatorError
+from .._napari import AnnotatorError
 from .panels import fill_layer_combo
 
 __all__ = ["NEW_LABELS", "NO_IMAGE", "LayerChoices"]

@@ -25,9 +25,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._propagation import DIRECTIONS
 from ..models import MODEL_SIZES
 from ..runtime import BACKENDS
+from ..video import DIRECTIONS
 from .loading import ModelChoice
 from .status import device_details, device_line, polarity_text
 

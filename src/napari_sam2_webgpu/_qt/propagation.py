@@ -12,7 +12,7 @@ from typing import Any
 
 from napari.utils.notifications import show_info
 
-from .._propagation import PropagationController, PropagationRun
+from .._napari import PropagationController, PropagationRun
 from .jobs import Progress, Workers
 
 __all__ = ["PropagationRunner"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .._annotator import AnnotatorError
+from .._napari import AnnotatorError
+from .._napari.prompt_layers import describe as describe_object
 from ..image import ImageError
 
 __all__ = [
@@ -138,12 +139,6 @@ def propagate_button_state(running: bool, reason: str | None) -> tuple[str, bool
 def polarity_text(positive: bool) -> str:
     """The polarity button's text: what a plain left click adds."""
     return "positive point (green) · T" if positive else "negative point (red) · T"
-
-
-def describe_object(obj: Any) -> str:
-    """``'name'`` of a layer, or the repr of something else (messages for wrong arguments)."""
-    name = getattr(obj, "name", None)
-    return f"'{name}'" if isinstance(name, str) else repr(obj)
 
 
 def error_message(exc: BaseException) -> str:

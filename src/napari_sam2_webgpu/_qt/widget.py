@@ -30,8 +30,7 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QWidget
 
-from .._annotator import Annotator, AnnotatorError
-from .._propagation import PropagationController, PropagationRun
+from .._napari import Annotator, AnnotatorError, PropagationController, PropagationRun
 from ..image import EmbeddingCache
 from .arguments import check_axis, check_direction, check_position, free_axes, model_choice
 from .commits import Commits
