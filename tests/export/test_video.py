@@ -128,3 +128,30 @@ def test_memory_attention_stores_each_constant_once(micro_model_files):
     tables = [d for d in big if list(d) == [4096, 128]]
     assert len(tables) == 2, f"rotary cos/sin tables stored {len(tables)} times"
     assert files.memory_attention.stat().st_size < 20 * 2**20
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3, 4, 7])
+def test_chunked_attention_equals_one_call(chunk):
+    import torch
+
+    from napari_sam2_webgpu.export.rope import attend
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 1, n, 16, generator=gen) for n in (10, 23, 23))
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(attend(q, k, v, chunk), want, atol=1e-6, rtol=1e-5)
+
+
+def test_memory_attention_scores_are_chunked(micro_model_files):
+    """No Softmax sees all 4,096 image tokens at once: its scores stay a quarter of the size."""
+    from napari_sam2_webgpu.export.rope import QUERY_CHUNK
+
+    _, files = micro_model_files
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(files.memory_attention)))
+    shapes = {
+        v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+        for v in model.graph.value_info
+    }
+    softmax = [shapes.get(n.input[0]) for n in model.graph.node if n.op_type == "Softmax"]
+    assert softmax, "no attention found"
+    assert all(s is not None and s[-2] == QUERY_CHUNK for s in softmax), softmax
