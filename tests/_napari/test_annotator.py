@@ -13,6 +13,8 @@ from napari.utils._proxies import ReadOnlyWrapper
 from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
 
 from napari_sam2_webgpu._napari import annotator as annotator_module
+from napari_sam2_webgpu._napari import decoding as decoding_module
+from napari_sam2_webgpu._napari import viewer_events as viewer_events_module
 from napari_sam2_webgpu._napari.annotator import Annotator
 from napari_sam2_webgpu._napari.errors import AnnotatorError
 from napari_sam2_webgpu._napari.prompt_layers import BOX_NAME, PREVIEW_NAME, PROMPTS_NAME
@@ -34,12 +36,14 @@ def click(layer, world_position, button=1, modifiers=()):
 
 @pytest.fixture
 def messages(monkeypatch):
-    """Notifications shown by the annotator, as (level, text)."""
+    """Notifications shown by the annotator and its collaborators, as (level, text)."""
     seen = []
-    for level in ("info", "warning", "error"):
-        monkeypatch.setattr(
-            annotator_module, f"show_{level}", lambda msg, level=level: seen.append((level, msg))
-        )
+    for module in (annotator_module, decoding_module, viewer_events_module):
+        for level in ("info", "warning", "error"):
+            if hasattr(module, f"show_{level}"):
+                monkeypatch.setattr(
+                    module, f"show_{level}", lambda msg, level=level: seen.append((level, msg))
+                )
     return seen
 
 

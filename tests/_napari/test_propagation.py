@@ -269,3 +269,103 @@ def test_unavailable_without_video_components(micro_model_files, tmp_path):
     controller.set_model(predictor)  # custom files: where to put the exported ones
     assert "--out" in controller.unavailable_reason
     annotator.close()
+
+
+# -- undo steps -----------------------------------------------------------------------------------
+
+
+def drive(controller, run, stop_after=None, between=None):
+    """Iterate a run's steps and apply each on "the GUI thread", as the widget does; call
+    ``between(run)`` after each frame written; stop after ``stop_after`` frames."""
+    for step in run.steps():
+        if controller.apply(run, step):
+            if between is not None:
+                between(run)
+            if stop_after is not None and len(run.frames_written) == stop_after:
+                run.cancel()
+    return controller.finish(run)
+
+
+def test_a_whole_run_is_one_undo_step(stack_setup):
+    """Frames are written one GUI event each, yet one undo takes the whole run back, and the
+    next one the commit made before it."""
+    viewer, image, labels, before, annotator, controller = stack_setup
+    point_on(viewer, image, annotator, 0, row=12, col=12)
+    assert annotator.commit() > 0
+    committed = labels.data.copy()
+    point_on(viewer, image, annotator, 2)
+    seen = []
+    run = drive(
+        controller, controller.start("both"), between=lambda r: seen.append(r.labels.data.copy())
+    )
+    assert run.frames_written == [2, 3, 4, 2, 1, 0] and run.error is None
+    assert not np.array_equal(seen[0], committed)  # each frame shows as soon as it is written
+    assert controller.is_last_undo_step()
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, committed)
+    assert not controller.is_last_undo_step() and not controller.is_propagated()
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, before)
+
+
+def test_a_cancelled_or_failed_run_is_one_undo_step(stack_setup):
+    viewer, image, labels, before, annotator, controller = stack_setup
+    point_on(viewer, image, annotator, 2)
+    run = controller.start("both")
+
+    def fail_at_the_second_frame(run):
+        if len(run.frames_written) == 2:
+            run.error = RuntimeError("the Labels layer is read-only")  # as the widget records it
+            run.cancel()
+
+    drive(controller, run, between=fail_at_the_second_frame)
+    assert run.frames_written == [2, 3] and run.error is not None
+    assert (labels.data[[2, 3]] == OBJECT).any()
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, before)
+    # The run no longer groups the layer's changes: an edit now is a step of its own, at once.
+    steps = []
+    labels.events.paint.connect(lambda event: steps.append(event.value))
+    labels.data_setitem((np.array([0]), np.array([0]), np.array([0])), 5)
+    assert len(steps) == 1
+
+    annotator.clear()
+    point_on(viewer, image, annotator, 2)
+    drive(controller, controller.start("forward"), stop_after=1)  # cancelled by the user
+    assert (labels.data == OBJECT).any() and len(steps) == 2
+    labels.undo()
+    assert labels.data[0, 0, 0] == 5 and not (labels.data == OBJECT).any()
+
+
+def test_a_commit_or_an_undo_during_a_run_keeps_the_steps_apart(stack_setup):
+    viewer, image, labels, before, annotator, controller = stack_setup
+    point_on(viewer, image, annotator, 1)
+    run = controller.start("forward")
+    annotator.object_id = OTHER + 2  # the next object, committed while the run goes on
+    states = []
+
+    def commit_at_the_second_frame(run):
+        states.append(labels.data.copy())
+        if len(run.frames_written) == 2:
+            mask = np.zeros(labels.data.shape[1:], bool)
+            mask[:4, :4] = True
+            sl = run.spec.frame_slice(0)
+            annotator.target.commit(mask, sl, image, overwrite=False)
+            states.append(labels.data.copy())
+
+    drive(controller, run, between=commit_at_the_second_frame)
+    assert run.frames_written == [1, 2, 3, 4]
+    labels.undo()  # the run's frames after the commit
+    np.testing.assert_array_equal(labels.data, states[2])
+    labels.undo()  # the commit
+    np.testing.assert_array_equal(labels.data, states[1])
+    labels.undo()  # the run's frames before it
+    np.testing.assert_array_equal(labels.data, before)
+
+    # The widget's Undo during a run takes back the run's frames so far, not an older step.
+    annotator.object_id = OBJECT
+    run = controller.start("forward")
+    undone = []
+    drive(controller, run, stop_after=3, between=lambda r: undone.append(annotator.undo()))
+    assert undone == [True, True, True]
+    np.testing.assert_array_equal(labels.data, before)

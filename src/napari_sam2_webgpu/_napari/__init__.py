@@ -7,9 +7,15 @@
 :mod:`.prompt_layers`     building the prompts, box, preview and target layers; reading the
                           prompts of a slice
 :mod:`.embeddings`        :class:`EncodeRequest`, model keys, cached-embedding lookup
+:mod:`.segmented_image`   the image layer in use, its displayed slice and that slice's
+                          embedding
+:mod:`.preview`           the preview layer and its mask
 :mod:`.decoding`          :class:`DecodeScheduler`: newest prompt wins, fast decodes inline,
-                          each request carrying its own embedding
-:mod:`.labels`            writing masks into a Labels layer, next free id, undo grouping
+                          each request carrying its own embedding; the preview's decodes
+:mod:`.labels`            writing masks into a Labels layer, next free id, undo steps
+                          (``Labels.block_history``)
+:mod:`.target`            the target Labels layer, the object id, commit and undo
+:mod:`.viewer_events`     reactions to slice changes and removed layers
 :mod:`.annotator`         :class:`Annotator`: composes the above for click-to-mask
 :mod:`.propagation`       :class:`PropagationController`: an object through a stack
 :mod:`.sample_data`       offline sample images (npe2 sample-data contribution)

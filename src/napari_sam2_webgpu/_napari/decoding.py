@@ -13,6 +13,9 @@ quicker than a round trip through a worker thread competing with napari's redraw
 A :class:`DecodeRequest` carries the embedding it is decoded against, taken on the GUI thread
 when the request is made: a mask can never mix two images when the displayed slice changes
 while a worker decodes.
+
+:class:`PreviewDecoder` is the annotator's side of the scheduler: which prompts a decode takes
+(or why there is nothing to decode), and what a result does (the preview, timings, events).
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from napari.utils.notifications import show_error, show_info
 
 from ..image import PromptError
-from .slices import SliceInfo
+from .errors import NO_IMAGE, AnnotatorError
+from .slices import LARGE_IMAGE_PIXELS, SliceInfo
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..image import ImageEmbedding, Sam2Predictor
+    from .annotator import Annotator
 
 logger = logging.getLogger("napari_sam2_webgpu")
 
@@ -38,6 +44,7 @@ __all__ = [
     "DecodeRequest",
     "DecodeResult",
     "DecodeScheduler",
+    "PreviewDecoder",
     "decode",
     "run_now",
 ]
@@ -219,3 +226,129 @@ class DecodeScheduler:
         if result.request.generation != self.generation:
             return
         self._deliver(result)
+
+
+class PreviewDecoder:
+    """Decodes the annotator's displayed prompts into its preview, through a scheduler.
+
+    Parameters
+    ----------
+    annotator : Annotator
+        Read through its public API: the image, displayed slice and its prompts, the model and
+        whether the slice is encoded; written through its preview, events and
+        ``report_problem``.
+    run_async : callable or None
+        How slow decodes run (see :class:`DecodeScheduler`).
+    clock : callable
+        Seconds as a float.
+
+    Attributes
+    ----------
+    scheduler : DecodeScheduler
+        Calls :meth:`prepare` and :meth:`deliver`.
+    last_decode_seconds, last_latency_seconds : float or None
+        Time of the most recent decode (decoder and upsampling), and from the prompt change to
+        the preview being updated.
+    last_score : float or None
+        Predicted IoU of the mask in the preview.
+    """
+
+    def __init__(
+        self,
+        annotator: Annotator,
+        run_async: Callable[[Callable[[], Any], Callable[[Any], None]], None] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.annotator = annotator
+        self.scheduler = DecodeScheduler(self.prepare, self.deliver, run_async, clock)
+        self.last_decode_seconds: float | None = None
+        self.last_latency_seconds: float | None = None
+        self.last_score: float | None = None
+
+    def request(self) -> None:
+        """Decode the displayed prompts (the newest request wins)."""
+        self.scheduler.request()
+
+    def clear_preview(self) -> None:
+        """Show no mask (and no score for it)."""
+        self.annotator.preview.clear()
+        self.last_score = None
+
+    def prepare(self, generation: int) -> DecodeRequest | None:
+        """The scheduler's ``prepare``: the displayed prompts, or None (and say why)."""
+        a = self.annotator
+        try:
+            sl = a.current_slice() if a.image_layer is not None else None
+        except AnnotatorError:
+            sl = None
+        points, labels, box = a.slice_prompts(sl) if sl is not None else (None, None, None)
+        if points is None and box is None:
+            self.clear_preview()
+            return None
+        if not a.is_ready:
+            self.clear_preview()
+            self._ask_for_encode()
+            return None
+        height, width = sl.shape
+        return DecodeRequest(
+            generation,
+            sl,
+            points,
+            labels,
+            box,
+            multimask=a.multimask and height * width <= LARGE_IMAGE_PIXELS,
+            started=self.scheduler.clock(),
+            embedding=a.predictor.embedding,
+            predictor=a.predictor,
+        )
+
+    def _ask_for_encode(self) -> None:
+        """There are prompts but no embedding of the slice: encode, or say how to."""
+        a = self.annotator
+        if a.auto_encode is not None:
+            a.auto_encode()  # the widget encodes, or says why it cannot
+        elif a.predictor is None:
+            a.report_problem(
+                "No SAM2 model is loaded yet: choose one in the SAM2 widget and press "
+                "Encode. Your prompts are kept and decoded once the image is encoded."
+            )
+        else:
+            show_info("This slice is not encoded yet: press Encode in the SAM2 widget.")
+
+    def deliver(self, result: DecodeResult) -> None:
+        """The scheduler's ``deliver``: show the newest mask, or the problem."""
+        if result.error:
+            self.annotator.report_problem(result.error)
+            self.clear_preview()
+            return
+        try:
+            self.show(result)
+        except Exception as exc:  # e.g. the image was removed in the meantime
+            logger.exception("napari-sam2-webgpu: preview update failed")
+            self.annotator.report_problem(
+                f"SAM2: could not show the mask ({type(exc).__name__}: {exc}).", show_error
+            )
+
+    def show(self, result: DecodeResult) -> None:
+        """Put a decoded mask into the preview; emit ``status`` and ``decoded``."""
+        a = self.annotator
+        image = a.image_layer
+        if image is None:
+            raise AnnotatorError(NO_IMAGE)
+        if a.preview.show(image, result.request.slice, result.mask, self.insert_index):
+            a.events.layers()
+        self.last_score = result.score
+        self.last_decode_seconds = result.seconds
+        self.last_latency_seconds = self.scheduler.clock() - result.request.started
+        a.events.status()
+        a.events.decoded()
+
+    def insert_index(self) -> int:
+        """Where a new preview layer goes: above the image and the target Labels layer."""
+        a = self.annotator
+        layers = a.viewer.layers
+        index = 0
+        for layer in (a.image_layer, a.labels_layer):
+            if layer is not None and layer in layers:
+                index = max(index, layers.index(layer) + 1)
+        return index

@@ -9,7 +9,10 @@ from typing import Any
 
 from napari.utils.notifications import show_error
 
-__all__ = ["AnnotatorError", "guarded"]
+__all__ = ["NO_IMAGE", "AnnotatorError", "guarded"]
+
+#: What to tell the user when something needs the image being segmented and there is none.
+NO_IMAGE = "Open an image and choose it in the SAM2 widget first."
 
 logger = logging.getLogger("napari_sam2_webgpu")
 

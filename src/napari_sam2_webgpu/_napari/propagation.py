@@ -36,8 +36,8 @@ import numpy as np
 
 from ..video import DIRECTIONS
 from .embeddings import EncodeRequest, model_key
-from .errors import AnnotatorError
-from .labels import check_label_value, undo_history, write_frame
+from .errors import NO_IMAGE, AnnotatorError
+from .labels import UndoGroup, check_label_value, undo_history, write_frame
 from .slices import SliceInfo, base_data, contrast_limits, layer_id
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -229,7 +229,7 @@ def stack_spec(annotator: Annotator, axis: int | None = None) -> StackSpec:
     """
     image = annotator.image_layer
     if image is None:
-        raise AnnotatorError("Open an image and choose it in the SAM2 widget first.")
+        raise AnnotatorError(NO_IMAGE)
     sl = annotator.current_slice()
     free = [a for a, _ in sl.indices]
     if not free:
@@ -346,8 +346,13 @@ class PropagationRun:
     seconds: float = 0.0
     # Frame -> prompt signature now in the tracking state (None: cleared), set by the worker.
     applied: dict[int, tuple | None] = field(default_factory=dict)
-    _history_item: list | None = None
+    _history_item: list | None = None  # the run's undo step, once finished
     _encoded_before: int = 0
+    # Groups the frames written into one undo step, from the first write until finish().
+    _undo_group: UndoGroup = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._undo_group = UndoGroup(self.labels)
 
     def cancel(self) -> None:
         """Stop after the frame being computed; frames written so far stay (and undo as one)."""
@@ -651,6 +656,8 @@ class PropagationController:
         if run.finished:
             return run
         run.finished = True
+        run._undo_group.close()  # the frames written, also of a cancelled or failed run: one step
+        run._history_item = run._undo_group.item
         run.seconds = time.perf_counter() - run.started
         run.frames_encoded = self._encoded - run._encoded_before
         if self.run is run:
@@ -706,11 +713,6 @@ class PropagationController:
     # -- writing --------------------------------------------------------------------------------
     def _write(self, run: PropagationRun, frame: int, mask: np.ndarray) -> None:
         """Paint ``mask`` on a frame under the run's object id; erase its other pixels there."""
-        run._history_item = write_frame(
-            run.labels,
-            run.spec.frame_slice(frame),
-            mask,
-            run.object_id,
-            run.overwrite,
-            run._history_item,
+        write_frame(
+            run._undo_group, run.spec.frame_slice(frame), mask, run.object_id, run.overwrite
         )
