@@ -505,3 +505,31 @@ def test_negative_coordinates_need_no_equals_sign(tmp_path, capsys):
         ["segment", str(src), *OFFLINE_TINY, "--point", "-5,10", "--out", str(tmp_path / "o.tif")],
     )
     assert code == 1 and "Point (x=-5, y=10) is outside the image" in err
+
+
+def test_parser_has_every_subcommand_in_help_order():
+    from napari_sam2_webgpu.cli import build_parser
+
+    parser = build_parser()
+    names = ["models", "download", "doctor", "segment", "propagate", "export", "bench"]
+    assert "{" + ",".join(names) + "}" in parser.format_help()
+    required = {"segment": ["x.png", "--out", "o.npy"], "propagate": ["s.npy", "--frame", "0"]}
+    required["propagate"] += ["--out", "o.npy"]
+    for name in names:
+        args = parser.parse_args([name, *required.get(name, [])])
+        assert args.command == name and args.func.__name__ == f"_cmd_{name}"
+
+
+def test_segment_and_propagate_share_prompt_model_and_output_options():
+    from napari_sam2_webgpu.cli import build_parser
+
+    common = ["--point", "1,2,0", "--box", "0,0,4,4", "--contrast", "0,9", "--label", "3"]
+    common += ["--encoder", "e.onnx", "--decoder", "d.onnx", "--backend", "cpu", "--out", "o.npy"]
+    segment = build_parser().parse_args(["segment", "x.png", *common, "--multimask"])
+    propagate = build_parser().parse_args(["propagate", "s.npy", "--frame", "2", *common])
+    for args in (segment, propagate):
+        assert args.point == [[1.0, 2.0, 0.0]] and args.box == [[0.0, 0.0, 4.0, 4.0]]
+        assert args.contrast == [0.0, 9.0] and args.label == 3 and not args.overwrite
+        assert (args.model, args.encoder, args.decoder) == ("tiny", "e.onnx", "d.onnx")
+        assert args.backend == "cpu" and args.out == "o.npy"
+    assert segment.multimask and propagate.direction == "both" and propagate.frame == 2

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -355,79 +356,104 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment Anything 2 on any GPU through ONNX Runtime WebGPU (CPU fallback).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
-    sub = parser.add_subparsers(dest="command", required=True)
+    subcommands = parser.add_subparsers(dest="command", required=True)
+    # One function per subcommand, called in the order ``--help`` lists them.
+    for add_command in (
+        _add_models_command,
+        _add_download_command,
+        _add_doctor_command,
+        _add_segment_command,
+        _add_propagate_command,
+        _add_export_command,
+        _add_bench_command,
+    ):
+        add_command(subcommands)
+    return parser
 
-    sub.add_parser("models", help="list model sizes and whether they are cached").set_defaults(
-        func=_cmd_models
-    )
 
-    p = sub.add_parser("download", help="download models into the cache")
+def _add_models_command(subcommands: Any) -> None:
+    p = subcommands.add_parser("models", help="list model sizes and whether they are cached")
+    p.set_defaults(func=_cmd_models)
+
+
+def _add_download_command(subcommands: Any) -> None:
+    p = subcommands.add_parser("download", help="download models into the cache")
     p.add_argument("sizes", nargs="*", help="tiny, small, base_plus, large")
     p.add_argument("--all", action="store_true", help="every model size")
     p.set_defaults(func=_cmd_download)
 
-    sub.add_parser("doctor", help="what GPU and runtime would be used, and why").set_defaults(
-        func=_cmd_doctor
-    )
 
-    p = sub.add_parser("segment", help="segment one object in an image file from prompts")
-    p.add_argument("image", help="image file (.tif, .png, .jpg, .npy)")
-    p.add_argument(
-        "--model",
-        default="tiny",
-        help="model size (default tiny): its --install export if there is one, else the download",
-    )
-    p.add_argument("--encoder", help="custom encoder ONNX (with --decoder)")
+def _add_doctor_command(subcommands: Any) -> None:
+    p = subcommands.add_parser("doctor", help="what GPU and runtime would be used, and why")
+    p.set_defaults(func=_cmd_doctor)
+
+
+def _add_model_options(p: argparse.ArgumentParser, model_help: str, encoder_help: str) -> None:
+    """--model, --encoder, --decoder and --backend of segment and propagate."""
+    p.add_argument("--model", default="tiny", help=model_help)
+    p.add_argument("--encoder", help=encoder_help)
     p.add_argument("--decoder", help="custom decoder ONNX (with --encoder)")
     p.add_argument("--backend", choices=BACKENDS, default="auto")
-    p.add_argument(
-        "--point",
-        type=_point,
-        action="append",
-        metavar="X,Y[,LABEL]",
-        help="a prompt point in pixels (x = column, y = row); LABEL 1 object, 0 background; "
-        "negative coordinates work as --point -5,100",
-    )
+
+
+def _add_prompt_options(p: argparse.ArgumentParser, point_help: str) -> None:
+    """--point, --box and --contrast of segment and propagate."""
+    p.add_argument("--point", type=_point, action="append", metavar="X,Y[,LABEL]", help=point_help)
     p.add_argument(
         "--box", type=_box, action="append", metavar="X0,Y0,X1,Y1", help="a box prompt in pixels"
     )
     p.add_argument(
         "--contrast", type=_contrast, metavar="LOW,HIGH", help="intensity range, LOW < HIGH"
     )
+
+
+def _add_output_options(p: argparse.ArgumentParser, out_help: str) -> None:
+    """--label, --out and --overwrite of segment and propagate."""
+    p.add_argument("--label", type=_label, default=1, help=_LABEL_HELP)
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
+def _add_segment_command(subcommands: Any) -> None:
+    p = subcommands.add_parser("segment", help="segment one object in an image file from prompts")
+    p.add_argument("image", help="image file (.tif, .png, .jpg, .npy)")
+    _add_model_options(
+        p,
+        "model size (default tiny): its --install export if there is one, else the download",
+        "custom encoder ONNX (with --decoder)",
+    )
+    _add_prompt_options(
+        p,
+        "a prompt point in pixels (x = column, y = row); LABEL 1 object, 0 background; "
+        "negative coordinates work as --point -5,100",
+    )
     p.add_argument(
         "--multimask", action="store_true", help="predict 3 candidates and keep the best-scoring"
     )
-    p.add_argument("--label", type=_label, default=1, help=_LABEL_HELP)
-    p.add_argument("--out", required=True, help="output label image (.tif, .png, .npy)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _add_output_options(p, "output label image (.tif, .png, .npy)")
     p.set_defaults(func=_cmd_segment)
 
-    p = sub.add_parser(
+
+def _add_propagate_command(subcommands: Any) -> None:
+    p = subcommands.add_parser(
         "propagate",
         help="segment one object through a stack (Z or T first) from prompts on one frame",
     )
     p.add_argument("stack", help="stack file (.tif, .npy): (frames, height, width[, channels])")
     p.add_argument("--frame", type=int, required=True, help="index of the prompted frame")
-    p.add_argument("--model", default="tiny", help="size of a model exported with --install")
-    p.add_argument("--encoder", help="custom encoder ONNX (video files beside it, same stem)")
-    p.add_argument("--decoder", help="custom decoder ONNX (with --encoder)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto")
-    p.add_argument(
-        "--point", type=_point, action="append", metavar="X,Y[,LABEL]", help="a prompt point"
+    _add_model_options(
+        p,
+        "size of a model exported with --install",
+        "custom encoder ONNX (video files beside it, same stem)",
     )
-    p.add_argument(
-        "--box", type=_box, action="append", metavar="X0,Y0,X1,Y1", help="a box prompt in pixels"
-    )
-    p.add_argument(
-        "--contrast", type=_contrast, metavar="LOW,HIGH", help="intensity range, LOW < HIGH"
-    )
+    _add_prompt_options(p, "a prompt point")
     p.add_argument("--direction", choices=DIRECTIONS, default="both")
-    p.add_argument("--label", type=_label, default=1, help=_LABEL_HELP)
-    p.add_argument("--out", required=True, help="output label stack (.tif, .npy)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _add_output_options(p, "output label stack (.tif, .npy)")
     p.set_defaults(func=_cmd_propagate)
 
-    p = sub.add_parser(
+
+def _add_export_command(subcommands: Any) -> None:
+    p = subcommands.add_parser(
         "export",
         help="convert a SAM2/SAM2.1 checkpoint to ONNX (encoder, decoder and video components)",
     )
@@ -449,7 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("bench", help="time session creation, encode and decode per backend")
+
+def _add_bench_command(subcommands: Any) -> None:
+    p = subcommands.add_parser("bench", help="time session creation, encode and decode per backend")
     p.add_argument("--sizes", nargs="+", default=["tiny"], help="model sizes to time")
     p.add_argument("--backends", nargs="+", default=list(PROVIDERS), choices=BACKENDS)
     p.add_argument(
@@ -467,7 +495,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="image sizes for click-to-mask latency",
     )
     p.set_defaults(func=_cmd_bench)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from napari_sam2_webgpu._qt.status import (
@@ -11,6 +13,7 @@ from napari_sam2_webgpu._qt.status import (
     device_details,
     device_line,
     error_message,
+    gather_facts,
     polarity_text,
     propagate_button_state,
     status_text,
@@ -119,3 +122,26 @@ def test_error_message_names_the_webgpu_way_out():
 
     message = error_message(WebGPUUnavailableError("no adapter."))
     assert message.startswith("WebGPU is not available: no adapter.") and "'cpu'" in message
+
+
+def test_gather_facts_reads_the_collaborators():
+    annotator = SimpleNamespace(
+        image_layer=object(),
+        is_ready=True,
+        last_decode_seconds=0.01,
+        last_latency_seconds=0.02,
+        last_score=0.9,
+    )
+    predictor = SimpleNamespace(name="sam2.1 tiny", device="CPU")
+    session = SimpleNamespace(predictor=predictor, last_encode_seconds=1.5)
+    jobs = SimpleNamespace(progress_text=None)
+    run = SimpleNamespace(describe=lambda: "propagated 3 slices")
+    propagation = SimpleNamespace(run=None, last_run=run, unavailable_summary=None)
+    cache = type("Cache", (), {"__len__": lambda self: 2, "nbytes": 10})()
+    facts = gather_facts(annotator, session, jobs, propagation, cache)
+    assert facts.model == "sam2.1 tiny on CPU"
+    assert facts.job is None and facts.has_image and facts.ready
+    assert facts.propagation == "propagated 3 slices"
+    assert (facts.cache_slices, facts.cache_bytes) == (2, 10)
+    session.predictor = None
+    assert gather_facts(annotator, session, jobs, propagation, cache).model is None

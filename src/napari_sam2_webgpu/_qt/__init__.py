@@ -6,6 +6,8 @@
 :mod:`.panels`            the dock's rows as small QWidgets (controls only)
 :mod:`.dock`              :class:`DockView`: the panels laid out, the object row bound to the
                           annotator's settings, the status shown
+:mod:`.wiring`            :class:`DockWiring`: the buttons and the annotator's events wired to
+                          the console API, Encode/Propagate as Cancel, the status shown
 :mod:`.layer_choices`     :class:`LayerChoices`: the image/labels combos following the viewer
 :mod:`.lifecycle`         :class:`Lifecycle`: alive probing and the one teardown (no Qt)
 :mod:`.commits`           :class:`Commits`: commit and undo, aware of propagation (no Qt)

@@ -4,10 +4,10 @@
 :class:`~napari_sam2_webgpu._annotator.Annotator` (prompts, decoding, commits) and
 :class:`~napari_sam2_webgpu._propagation.PropagationController` (stacks). When to load and
 encode is :mod:`.encoding`'s, the worker threads are :mod:`.jobs`' and :mod:`.propagation`'s,
-the layer combos :mod:`.layer_choices`', commit and undo :mod:`.commits`', closing
-:mod:`.lifecycle`'s, argument checks :mod:`.arguments`', failures :mod:`.errors`', texts
-:mod:`.status`', keys :mod:`.shortcuts`'. What is left here is the composition and the
-documented console API.
+what the buttons and events set off :mod:`.wiring`'s, the layer combos :mod:`.layer_choices`',
+commit and undo :mod:`.commits`', closing :mod:`.lifecycle`'s, argument checks
+:mod:`.arguments`', failures :mod:`.errors`', texts :mod:`.status`', keys :mod:`.shortcuts`'.
+What is left here is the composition and the documented console API.
 
 From napari's console (``viewer.window.add_plugin_dock_widget`` returns the widget)::
 
@@ -38,12 +38,13 @@ from .dock import DockView
 from .encoding import ModelSession
 from .errors import ErrorReporter
 from .jobs import JobRunner, Workers, run_loop_until
-from .layer_choices import NEW_LABELS, LayerChoices
+from .layer_choices import NEW_LABELS
 from .lifecycle import Lifecycle
 from .panels import CUSTOM
 from .propagation import PropagationRunner
 from .shortcuts import SHORTCUT_HELP, KeyBindings
-from .status import describe_object, error_message, gather_facts, with_error
+from .status import describe_object, error_message, with_error
+from .wiring import DockWiring
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -87,12 +88,12 @@ class Sam2Widget(QWidget):
         self.viewer = _unwrap(napari_viewer)
         self._lifecycle = Lifecycle(self.objectName, self._stop_work, self._release)
         self.cache = EmbeddingCache()
+        self._workers = Workers(self._alive)
         self.annotator = Annotator(
-            self.viewer, cache=self.cache, run_async=self._run_async, defer=self._defer
+            self.viewer, cache=self.cache, run_async=self._workers.run, defer=self._defer
         )
         self.propagation = PropagationController(self.annotator)
         self.errors = ErrorReporter(lambda message: self.messages.show_error(message), self._alive)
-        self._workers = Workers(self._alive)
         self.jobs = JobRunner(self._workers, self.cancel, self._refresh_status)
         self._keys = KeyBindings(self, self._alive)
         self._propagation_runner = PropagationRunner(
@@ -117,19 +118,11 @@ class Sam2Widget(QWidget):
         self._commits = Commits(self.annotator, self.propagation, self.errors, self.wait_for_decode)
 
         self._build_ui()
-        self.layer_choices = LayerChoices(
-            self.viewer,
-            self.annotator,
-            self.image_combo,
-            self.labels_combo,
-            alive=self._alive,
-            defer=self._defer,
-            choose_image=lambda layer: setattr(self, "image_layer", layer),
-            choose_labels=lambda layer: setattr(self, "labels_layer", layer),
-            warn=self.errors.warn,
-            on_removed=self._on_layer_removed,
+        self._wiring = DockWiring(
+            self, self._view, self._keys, alive=self._alive, defer=self._defer
         )
-        self._connect()
+        self.layer_choices = self._wiring.layer_choices
+        self._wiring.connect()
         self._keys.bind(self.viewer)
         self.layer_choices.refresh()
         initial = self.layer_choices.initial_image()
@@ -144,37 +137,6 @@ class Sam2Widget(QWidget):
         for name, part in self._view.parts().items():
             setattr(self, name, part)
         self._view.bind_settings(self.annotator)
-
-    def _connect(self) -> None:
-        self.model_combo.currentTextChanged.connect(lambda _: self._refresh_status())
-        self.backend_combo.currentTextChanged.connect(lambda _: self._refresh_status())
-        self.encode_button.clicked.connect(self._on_encode_button)
-        self.next_button.clicked.connect(lambda: self.next_object())
-        self.commit_button.clicked.connect(lambda: self.commit())
-        self.clear_button.clicked.connect(lambda: self.clear())
-        self.undo_button.clicked.connect(lambda: self.undo())
-        self.propagate_button.clicked.connect(self._on_propagate_button)
-
-        events = self.annotator.events
-        events.status.connect(self._refresh_status)
-        events.layers.connect(self._on_layers_changed)
-        events.prompts.connect(self._refresh_status)
-        events.error.connect(lambda event: self.errors.set(event.message))
-        events.decoded.connect(lambda event: self.errors.clear())
-        self.layer_choices.connect()
-
-    def _on_layer_removed(self, layer: Any) -> None:
-        job = self.jobs.current
-        if job is not None and job.request is not None and job.request.layer is layer:
-            self.jobs.queued = False
-            self.cancel(quiet=True)
-
-    def _on_layers_changed(self, event: Any = None) -> None:
-        for layer in (self.annotator.prompts_layer, self.annotator.box_layer):
-            if layer is not None:
-                self._keys.bind(layer)
-        self.layer_choices.refresh()
-        self._refresh_status()
 
     def _defer(self, fn: Callable[[], None]) -> None:
         def run() -> None:
@@ -318,7 +280,7 @@ class Sam2Widget(QWidget):
             self.session.encode()  # now, or after the running load or encode
             return None
         return self.session.encode_and_wait(
-            lambda condition: self._run_loop_until(condition, None), self._alive
+            lambda condition: run_loop_until(condition, None, self._alive), self._alive
         )
 
     def cancel(self, quiet: bool = False) -> None:
@@ -329,17 +291,7 @@ class Sam2Widget(QWidget):
         """
         self.session.cancel(quiet)
 
-    def _on_encode_button(self) -> None:
-        if self.jobs.current is not None:
-            self.cancel()
-        else:
-            self.encode()
-
-    # ------------------------------------------------------------- jobs (worker threads)
-    def _run_async(self, fn: Callable[[], Any], on_done: Callable[[Any], None]) -> Any:
-        """Run ``fn`` (which never raises) in a worker thread; ``on_done`` on the GUI thread."""
-        return self._workers.run(fn, on_done)
-
+    # ------------------------------------------------------------- console API: waiting
     @property
     def busy(self) -> bool:
         """Whether a load, an encode, a decode or a propagation is running or queued."""
@@ -352,10 +304,7 @@ class Sam2Widget(QWidget):
 
         For scripts and the console (the viewer stays responsive meanwhile).
         """
-        return self._run_loop_until(lambda: not self.busy, timeout)
-
-    def _run_loop_until(self, condition: Callable[[], bool], timeout: float | None) -> bool:
-        return run_loop_until(condition, timeout, self._alive)
+        return run_loop_until(lambda: not self.busy, timeout, self._alive)
 
     # ------------------------------------------------------------- console API: prompts
     def add_point(self, position: Sequence[float], positive: bool = True) -> None:
@@ -405,7 +354,7 @@ class Sam2Widget(QWidget):
         Without a timeout, as :meth:`commit` waits: a decode always ends, and on a busy
         machine a fixed limit would commit a stale mask.
         """
-        self._run_loop_until(lambda: not self.annotator.decoding, timeout)
+        run_loop_until(lambda: not self.annotator.decoding, timeout, self._alive)
 
     # ------------------------------------------------------------- console API: propagation
     def propagate(
@@ -429,26 +378,16 @@ class Sam2Widget(QWidget):
             return None
         self._propagation_runner.start(run)
         if wait:
-            self._run_loop_until(lambda: run.finished, None)
+            run_loop_until(lambda: run.finished, None, self._alive)
         return run
 
     def cancel_propagation(self) -> None:
         """Stop the propagation after the slice being computed; slices written stay."""
         self._propagation_runner.cancel()
 
-    def _on_propagate_button(self) -> None:
-        if self.propagation.running:
-            self.cancel_propagation()
-        else:
-            self.propagate()
-
     # ------------------------------------------------------------- status
     def _refresh_status(self, event: Any = None) -> None:
-        if not self._alive():
-            return
-        facts = gather_facts(self.annotator, self.session, self.jobs, self.propagation, self.cache)
-        running = self.propagation.running
-        self._view.show_status(facts, running, None if running else self.propagation.check())
+        self._wiring.refresh_status()
 
     @property
     def last_error(self) -> str | None:
@@ -492,7 +431,7 @@ class Sam2Widget(QWidget):
         self._propagation_runner.close_bar()
 
     def _release(self) -> None:
-        self._keys.unbind_all()
+        self._wiring.disconnect()
         self.annotator.close()
         # Let go of the model and the embeddings (up to the cache's GiB) now: napari may keep a
         # closed widget, or its whole window, alive for a while.
@@ -500,4 +439,3 @@ class Sam2Widget(QWidget):
         self.annotator.predictor = None
         self.propagation.set_model(None)
         self.cache.clear()
-        self.layer_choices.disconnect()

@@ -10,6 +10,9 @@ The modules, each using only the public names of the ones above it in this list:
                           graph capture and its stale-replay check)
 :mod:`.decoder`           :class:`PromptDecoder`: feeds, run, mask choice, object pointers
 :mod:`.embedding_cache`   :class:`EmbeddingCache`, a memory-bounded LRU of embeddings
+:mod:`.loading`           the steps of ``Sam2Predictor.from_files``: check files, sessions,
+                          device memory, warm-up, where clicks decode
+:mod:`.masks`             decoder outputs -> masks, scores and logits; embedding checks
 :mod:`.predictor`         :class:`Sam2Predictor`, the ``SAM2ImagePredictor``-shaped facade
 ========================  ==================================================================
 

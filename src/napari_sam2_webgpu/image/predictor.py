@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import postprocess
-from .decoder import PromptDecoder, cpu_decoder_is_faster
-from .encoder import CAPTURE_OPTIONS, ImageEmbedding, ImageEncoder, embedding_device
+from .decoder import PromptDecoder
+from .encoder import ImageEmbedding, ImageEncoder
+from .loading import load_pair
+from .masks import checked_embedding, decode_best_mask, decode_masks, embedding_to_use
 from .preprocess import MODEL_SIZE
-from .prompts import PromptError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..runtime import BackendInfo
@@ -37,8 +37,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Sam2Predictor"]
 
 logger = logging.getLogger("napari_sam2_webgpu")
-
-DECODER_PLACES = ("auto", "gpu", "cpu")
 
 
 class Sam2Predictor:
@@ -157,41 +155,17 @@ class Sam2Predictor:
         ValueError
             A file is not a valid ONNX model, or the files are swapped or not SAM2 models.
         """
-        from ..models import stem_of
-        from ..runtime import create_session, resolve_backend
-
-        for label, path in (("encoder", encoder), ("decoder", decoder)):
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"The {label} file does not exist: {path}")
-        info = resolve_backend(backend) if isinstance(backend, str) else backend
-        device = embedding_device(info) if device_resident else None
-        capture = device is not None and graph_capture
-        options = CAPTURE_OPTIONS if capture else None
-        encoder_session, info = create_session(encoder, info, provider_options=options)
-        # The decoder follows the encoder's provider so a fallback is decided once.
-        decoder_session, info = create_session(decoder, info)
-        predictor = cls(
-            encoder_session,
-            decoder_session,
-            info,
-            name=name or stem_of(encoder),
-            encoder_path=encoder,
-            decoder_path=decoder,
+        return load_pair(
+            cls,
+            encoder,
+            decoder,
+            backend,
+            name=name,
+            device_resident=device_resident,
+            graph_capture=graph_capture,
+            warmup=warmup,
+            decoder_on=decoder_on,
         )
-        if decoder_on not in DECODER_PLACES:
-            raise ValueError(f"decoder_on must be 'auto', 'gpu' or 'cpu', got {decoder_on!r}")
-        if info.provider != "webgpu":
-            return predictor
-        if device is not None:
-            predictor.encoder.bind_device(device, graph_capture=capture)
-        if warmup:
-            predictor.warm_up()
-        if decoder_on != "gpu":
-            cpu = PromptDecoder(create_session(decoder, "cpu")[0], provider="cpu", path=decoder)
-            probe = predictor.encoder.encode(np.zeros((64, 64), dtype=np.uint8))
-            if decoder_on == "cpu" or cpu_decoder_is_faster(predictor.decoder, cpu, probe):
-                predictor.use_decoder(cpu)
-        return predictor
 
     @classmethod
     def from_pretrained(
@@ -342,7 +316,7 @@ class Sam2Predictor:
 
     def set_embedding(self, embedding: ImageEmbedding) -> None:
         """Make a previously computed embedding current (no encoding)."""
-        self._embedding = _checked_embedding(embedding)
+        self._embedding = checked_embedding(embedding)
 
     def reset_image(self) -> None:
         """Forget the current image."""
@@ -401,19 +375,11 @@ class Sam2Predictor:
             outside the image, an empty or inverted box, a mask of the wrong shape.
         """
         start = time.perf_counter()
-        emb = self._embedding_for(embedding)
-        logits, scores, batched = self.decoder.decode(
-            emb, point_coords, point_labels, box, mask_input, multimask_output
-        )
-        if return_logits:
-            masks = postprocess.upsample_logits(logits, emb.image_hw)
-        else:
-            masks = postprocess.logits_to_masks(logits, emb.image_hw)
+        emb = embedding_to_use(embedding, self._embedding)
+        prompts = (point_coords, point_labels, box, mask_input)
+        result = decode_masks(self.decoder, emb, prompts, multimask_output, return_logits)
         self.last_decode_seconds = time.perf_counter() - start
-        low_res = np.clip(logits, -postprocess.LOGIT_CLAMP, postprocess.LOGIT_CLAMP)
-        if not batched:
-            return masks[0], scores[0], low_res[0]
-        return masks, scores, low_res
+        return result
 
     def predict_best(
         self,
@@ -445,29 +411,8 @@ class Sam2Predictor:
             ``(1, 256, 256)`` logits, usable as ``mask_input``.
         """
         start = time.perf_counter()
-        emb = self._embedding_for(embedding)
-        logits, scores, batched = self.decoder.decode(
-            emb, point_coords, point_labels, box, mask_input, multimask_output
-        )
-        if batched:
-            raise PromptError("predict_best() takes one prompt set; use predict() for batches.")
-        logits, scores = postprocess.best_of(logits, scores)
-        mask = postprocess.logits_to_masks(logits[0], emb.image_hw)[0]
+        emb = embedding_to_use(embedding, self._embedding)
+        prompts = (point_coords, point_labels, box, mask_input)
+        result = decode_best_mask(self.decoder, emb, prompts, multimask_output)
         self.last_decode_seconds = time.perf_counter() - start
-        low_res = np.clip(logits[0], -postprocess.LOGIT_CLAMP, postprocess.LOGIT_CLAMP)
-        return mask, float(scores[0, 0]), low_res
-
-    def _embedding_for(self, embedding: ImageEmbedding | None) -> ImageEmbedding:
-        """``embedding``, checked, or the current one (read once: another thread may set it)."""
-        if embedding is not None:
-            return _checked_embedding(embedding)
-        current = self._embedding
-        if current is None:
-            raise RuntimeError("An image must be set with set_image(...) before predict().")
-        return current
-
-
-def _checked_embedding(embedding: Any) -> ImageEmbedding:
-    if not isinstance(embedding, ImageEmbedding):
-        raise TypeError(f"Expected an ImageEmbedding, got {type(embedding).__name__}.")
-    return embedding
+        return result

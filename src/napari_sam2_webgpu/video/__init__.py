@@ -6,6 +6,8 @@
 :mod:`.memory`            memory slot and object-pointer selection, bfloat16 storage, hole
                           filling, :class:`VideoConfig`
 :mod:`.tracker`           :class:`FrameTracker`: SAM2's ``track_step`` on the ONNX sessions
+:mod:`.components`        the memory attention and memory encoder sessions and their checks
+:mod:`.steps`             the video predictor's steps: prompting a frame, preflight, tracking
 :mod:`.propagator`        :class:`Sam2Propagator`, the public API
 ========================  ==================================================================
 

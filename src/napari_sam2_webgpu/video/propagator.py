@@ -13,9 +13,11 @@ tracked independently, as in the official predictor.
 ...     labels[frame][masks[1]] = 1
 
 The propagator is the public API; the state lives in :mod:`.state`, the memory selection in
-:mod:`.memory`, and the per-frame model steps in :mod:`.tracker`. It uses the image model only
-through the public :class:`~napari_sam2_webgpu.image.predictor.Sam2Predictor` (its encoder
-and decoder). Coordinates are ``(x, y)`` pixels of a frame, as for the image predictor.
+:mod:`.memory`, the predictor's steps (prompting, preflight, a frame of a pass) in
+:mod:`.steps`, the per-frame model runs in :mod:`.tracker`, and the loading and checking of
+the video components in :mod:`.components`. It uses the image model only through the public
+:class:`~napari_sam2_webgpu.image.predictor.Sam2Predictor` (its encoder and decoder).
+Coordinates are ``(x, y)`` pixels of a frame, as for the image predictor.
 """
 
 from __future__ import annotations
@@ -28,22 +30,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..image import postprocess
 from ..image.embedding_cache import EmbeddingCache
 from ..image.encoder import ImageEmbedding
 from ..image.predictor import Sam2Predictor
-from ..image.prompts import PromptError, check_prompts
-from .memory import FILL_HOLE_AREA, VideoConfig
+from .components import check_components, open_components
+from .memory import FILL_HOLE_AREA
 from .state import DIRECTIONS, StackState, check_stack, direction_passes
+from .steps import commit_prompts, model_prompts, prompt_frame, track_frame
 from .tracker import FrameTracker
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..runtime import BackendInfo
 
 __all__ = ["DIRECTIONS", "PropagationCancelled", "Sam2Propagator"]
-
-ATTENTION_INPUTS = {"image_embed", "memory", "memory_tpos", "obj_ptrs", "obj_ptr_offsets"}
-MEMORY_ENCODER_INPUTS = {"image_embed", "mask_logits", "object_score_logits", "binarize"}
 
 
 class PropagationCancelled(RuntimeError):
@@ -78,23 +77,8 @@ class Sam2Propagator:
         fill_hole_area: int = FILL_HOLE_AREA,
         correction_as_conditioning: bool = True,
     ) -> None:
-        if not predictor.decoder.has_object_pointers:
-            raise ValueError(
-                "This decoder has no 'obj_ptrs' output, which propagation needs: export the "
-                "model with this plugin (`napari-sam2-webgpu export`), which writes the encoder, "
-                "decoder, memory attention and memory encoder together."
-            )
-        inputs = {i.name for i in memory_attention.get_inputs()}
-        if inputs != ATTENTION_INPUTS:
-            raise ValueError(f"Not a memory-attention model (inputs {sorted(inputs)}).")
-        inputs = {i.name for i in memory_encoder.get_inputs()}
-        if inputs != MEMORY_ENCODER_INPUTS:
-            raise ValueError(f"Not a memory-encoder model (inputs {sorted(inputs)}).")
-        meta = dict(memory_attention.get_modelmeta().custom_metadata_map)
-        if "video_config" not in meta:
-            raise ValueError("The memory-attention model has no 'video_config' metadata.")
+        self.config = check_components(predictor.decoder, memory_attention, memory_encoder)
         self.predictor = predictor
-        self.config = VideoConfig.from_metadata(meta)
         self.tracker = FrameTracker(
             predictor.decoder,
             memory_attention,
@@ -149,19 +133,9 @@ class Sam2Propagator:
         **options: Any,
     ) -> Sam2Propagator:
         """Add the video components to a loaded predictor (sharing its sessions)."""
-        from ..runtime import create_session
-
-        for label, path in (
-            ("memory attention", memory_attention),
-            ("memory encoder", memory_encoder),
-        ):
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"The {label} file does not exist: {path}")
-        info = predictor.backend_info
-        # Memory attention's buffers grow with the memory bank (the score matrix alone is
-        # hundreds of MB at 1024²): an arena would hold the largest run's for good.
-        attention, _ = create_session(memory_attention, info, cpu_memory_arena=False)
-        encoder, _ = create_session(memory_encoder, info)
+        attention, encoder = open_components(
+            memory_attention, memory_encoder, predictor.backend_info
+        )
         return cls(predictor, attention, encoder, **options)
 
     @classmethod
@@ -328,38 +302,16 @@ class Sam2Propagator:
             Malformed prompts, or a frame outside the stack.
         """
         frame = state.check_frame(frame)
-        points = self._prompt_arrays(state, points, labels, box)
-        track = state.track(obj_id)
-        is_init = frame not in track.tracked
-        reverse = False if is_init else track.tracked[frame]
-        is_cond = is_init or self.add_corrections_as_cond
-        prev = track.previous(frame, is_cond)
-        mask_input = None
-        if prev is not None:
-            mask_input = np.clip(prev.low_res, -postprocess.LOGIT_CLAMP, postprocess.LOGIT_CLAMP)
-        result = self.tracker.track(
+        prompts = model_prompts(state, points, labels, box)
+        result = prompt_frame(
+            self.tracker,
             state,
-            track,
             frame,
-            is_init=is_init,
-            points=points,
-            mask_input=mask_input,
-            reverse=reverse,
-            encode_memory=False,
+            obj_id,
+            prompts,
+            corrections_as_cond=self.add_corrections_as_cond,
         )
-        track.set_prompts(frame, points, result, is_cond)
         return state.mask_of(result)
-
-    @staticmethod
-    def _prompt_arrays(
-        state: StackState, points: Any, labels: Any, box: Any
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One object's prompts, checked, in the model's frame: ``(1, N, 2)``, ``(1, N)``."""
-        coords, point_labels, batched = check_prompts(points, labels, box, state.frame_hw)
-        if batched:
-            raise PromptError("add_prompts() takes one object's prompts: points (N, 2), box (4,).")
-        coords = postprocess.to_model_coords(coords, state.frame_hw)
-        return coords, point_labels.astype(np.float32)
 
     # -- propagation ----------------------------------------------------------------------------
     def propagate(
@@ -394,28 +346,11 @@ class Sam2Propagator:
             No object has prompts.
         """
         passes = direction_passes(direction)
-        self._commit_prompts(state)
+        commit_prompts(self.tracker, state)
         for reverse in passes:
             for index in state.frame_order(reverse, start_frame, max_frames):
                 start = time.perf_counter()
-                masks = {}
-                for obj_id, track in state.objects.items():
-                    result = track.cond.get(index)
-                    if result is None:
-                        result = self.tracker.track(
-                            state,
-                            track,
-                            index,
-                            is_init=False,
-                            points=None,
-                            mask_input=None,
-                            reverse=reverse,
-                            encode_memory=True,
-                        )
-                        track.record(index, reverse, result)
-                    else:
-                        track.record(index, reverse)
-                    masks[obj_id] = state.mask_of(result)
+                masks = track_frame(self.tracker, state, index, reverse)
                 self.last_frame_seconds = time.perf_counter() - start
                 yield index, masks
 
@@ -453,17 +388,3 @@ class Sam2Propagator:
             if cancel is not None and cancel() and done < total:
                 raise PropagationCancelled(f"Propagation cancelled after {done} of {total} frames.")
         return results
-
-    def _commit_prompts(self, state: StackState) -> None:
-        """Encode prompted frames into memory (the official ``propagate_in_video_preflight``)."""
-        if not state.objects:
-            raise RuntimeError("No prompts yet: add points or a box on a frame first.")
-
-        def encode(frame: int, result: Any) -> np.ndarray:
-            emb = state.embedding(frame)
-            return self.tracker.encode_memory(emb, result.low_res, result.object_score, True)
-
-        for obj_id, track in state.objects.items():
-            track.commit(encode)
-            if not track.cond:
-                raise RuntimeError(f"Object {obj_id} has no prompted frame to start from.")
