@@ -5,7 +5,6 @@ Re-exports the names this module used to define (the Qt widget imports some of t
 
 from __future__ import annotations
 
-from ._napari.labels import merge_history as _merge_history
 from ._napari.propagation import (
     DIRECTIONS,
     PropagationController,
@@ -25,7 +24,6 @@ __all__ = [
     "PropagationStep",
     "StackSpec",
     "_LayerFrames",
-    "_merge_history",
     "stack_prompts",
     "stack_spec",
     "video_components",

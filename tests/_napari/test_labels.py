@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 from napari.layers import Labels
 
 from napari_sam2_webgpu._napari.labels import (
     UndoGroup,
-    merge_history,
     paint_mask,
     paused_undo_group,
     separate_undo_step,
     write_frame,
 )
 from napari_sam2_webgpu._napari.slices import SliceInfo
-
-
-def test_merge_history_makes_one_undo_step():
-    history = deque([["user"]])
-    item = None
-    for frame in range(3):  # three frames arrive in three events: one item each
-        last = history[-1]
-        history.append([("frame", frame)])
-        item = merge_history(history, last, item)
-    assert list(history) == [["user"], [("frame", 0), ("frame", 1), ("frame", 2)]]
-    history.append(["user paints meanwhile"])
-    last = history[-1]
-    history.append([("frame", 3)])
-    item = merge_history(history, last, item)
-    assert len(history) == 4 and item == [("frame", 3)]  # a new step after the user's
-
 
 # -- undo steps through Labels.block_history() ----------------------------------------------------
 

@@ -32,7 +32,6 @@ __all__ = [
     "UndoGroup",
     "check_label_value",
     "max_label",
-    "merge_history",
     "next_free_id",
     "paint_mask",
     "paused_undo_group",
@@ -253,31 +252,3 @@ def write_frame(
     for where, new in ((erase, 0), (paint, value)):
         if where.any():
             labels.data_setitem(sl.fancy_index(*np.nonzero(where)), new)
-
-
-def merge_history(history: Any, last: Any, run_item: list | None) -> list | None:
-    """Fold the undo items added since ``last`` into the run's item: one undo for the run.
-
-    No longer used by the plugin (a run is one step through :class:`UndoGroup`); kept for the
-    compatibility module ``napari_sam2_webgpu._propagation``, which re-exports it.
-
-    napari's Labels history is a deque of items (lists of changes applied together). A run's
-    frames arrive in separate GUI events, so each frame adds an item; when the run's item is
-    right before them (nobody edited the layer in between) they join it, else they start a new
-    one. Returns the run's item.
-    """
-    new = []
-    for item in reversed(history):
-        if item is last:
-            break
-        new.append(item)
-    if not new:
-        return run_item
-    new.reverse()
-    if run_item is None or len(history) <= len(new) or history[-len(new) - 1] is not run_item:
-        run_item, new = new[0], new[1:]
-    for _ in new:
-        history.pop()  # they are all at the end
-    for item in new:
-        run_item.extend(item)
-    return run_item
