@@ -155,17 +155,19 @@ def main(argv=None) -> int:
         "--variants",
         nargs="+",
         default=["fp32"],
-        choices=["fp32", "fused", "fp16"],
-        help="exports to time: fp32 (default), fp32 with ORT's fused MultiHeadAttention in the "
-        "memory attention, float16 weights",
+        choices=["fp32", "unchunked", "fused", "fp16"],
+        help="exports to time: fp32 (default), fp32 attending all queries at once instead of "
+        "1,024 at a time, fp32 with ORT's fused MultiHeadAttention in the memory attention, "
+        "float16 weights",
     )
     parser.add_argument("--out", help="also write the Markdown here")
     args = parser.parse_args(argv)
 
     import torchvision.ops  # noqa: F401  (Triton before any Mesa LLVM; see tests/conftest.py)
 
-    from napari_sam2_webgpu.export import build_sam2_model, export_onnx
+    from napari_sam2_webgpu.export import build_sam2_model, export_onnx, rope
 
+    chunk = rope.QUERY_CHUNK
     frames = synthetic_stack(args.frames, args.side)
     lines = [
         f"Propagation of one object through {args.frames} frames of {args.side} x {args.side} "
@@ -177,6 +179,7 @@ def main(argv=None) -> int:
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
             for variant in args.variants:
+                rope.QUERY_CHUNK = None if variant == "unchunked" else chunk
                 exported = export_onnx(
                     model,
                     Path(tmp) / variant,
@@ -187,9 +190,11 @@ def main(argv=None) -> int:
                 )
                 for backend in args.backends:
                     rows.append(run_ours(exported.files, backend, frames))
-                    rows[-1]["path"] += {"fp32": "", "fused": ", fused attention"}.get(
-                        variant, ", fp16"
-                    )
+                    rows[-1]["path"] += {
+                        "fp32": "",
+                        "unchunked": ", unchunked attention",
+                        "fused": ", fused attention",
+                    }.get(variant, ", fp16")
                     print(f"{size} {rows[-1]['path']}: {rows[-1]['e2e_fps']:.2f} fps", flush=True)
         for spec in args.torch:
             device, precision = spec.split("-")

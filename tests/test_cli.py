@@ -14,6 +14,7 @@ from napari_sam2_webgpu.models import ENV_CACHE_DIR, ENV_OFFLINE, MODEL_SIZES, g
 from napari_sam2_webgpu.runtime import ENV_BACKEND
 
 from .conftest import blob_image
+from .models.helpers import safetensors_bytes
 
 H, W = 60, 80
 POINTS = ["--point", "40,30,1", "--point", "70,50,0"]
@@ -130,20 +131,36 @@ def test_models_lists_the_sizes_and_cache(tmp_path, capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert f"cache: {tmp_path / 'cache'}" in out
-    rows = [line.split() for line in out.splitlines()[2:]]
+    assert "default source: official" in out
+    rows = [line.split() for line in out.splitlines()[3:7]]
     assert [row[0] for row in rows] == list(MODEL_SIZES)
     assert set(MODEL_SIZES) == {"tiny", "small", "base_plus", "large"}
-    assert all(row[1] == "no" for row in rows)  # nothing cached in an empty folder
+    assert all(row[2:] == ["no", "no"] for row in rows)  # nothing built or cached yet
+    assert out.splitlines()[-1] == "installed models: none"
 
 
 def test_download_offline_fails_with_an_explanation(monkeypatch, capsys):
     monkeypatch.setenv(ENV_OFFLINE, "1")  # conftest sets it too; never reach the network
-    code = main(["download", "tiny"])
+    code = main(["download", "tiny", "--source", "samexporter"])
     err = capsys.readouterr().err
     assert code == 1
     assert "offline" in err
     for name in (get_spec("tiny").encoder.filename, get_spec("tiny").decoder.filename):
         assert name in err
+
+
+def test_download_of_the_official_checkpoint_offline_says_where_it_is(monkeypatch, capsys):
+    from napari_sam2_webgpu.models import CHECKPOINTS
+
+    monkeypatch.setenv(ENV_OFFLINE, "1")
+    assert main(["download", "small"]) == 1
+    err = capsys.readouterr().err
+    assert CHECKPOINTS["small"].url in err and CHECKPOINTS["small"].sha256 in err
+
+
+def test_download_checks_every_name_first(capsys):
+    assert main(["download", "tiny", "huge"]) == 1
+    assert "Unknown SAM2.1 model 'huge'" in capsys.readouterr().err
 
 
 def test_download_needs_a_size(capsys):
@@ -186,7 +203,7 @@ def test_export_install_puts_the_video_model_where_propagation_finds_it(
     from napari_sam2_webgpu.models import ModelNotAvailableError, find_video_model
 
     monkeypatch.setenv("NAPARI_SAM2_WEBGPU_CACHE_DIR", str(tmp_path / "cache"))
-    with pytest.raises(ModelNotAvailableError, match="export --size micro --checkpoint"):
+    with pytest.raises(ModelNotAvailableError, match="convert sam2.1_hiera_micro.pt --size micro"):
         find_video_model("micro")
     code = main(["export", "--size", "micro", "--random-weights", "--install"])
     assert code == 0, capsys.readouterr().err
@@ -279,7 +296,8 @@ def test_propagate_without_video_files_says_how_to_get_them(micro_model_files, t
         main([*args, "--encoder", str(encoder), "--decoder", str(decoder), "--out", "x.npy"])
     code = main([*args, "--model", "micro", "--out", str(tmp_path / "x.npy")])
     assert code == 1
-    assert "export --size micro --checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Unknown SAM2.1 model 'micro'" in err and "convert" in err and "--install" in err
 
 
 # -- never lose data, never a traceback (issue 15) ------------------------------------------------
@@ -511,10 +529,11 @@ def test_parser_has_every_subcommand_in_help_order():
     from napari_sam2_webgpu.cli import build_parser
 
     parser = build_parser()
-    names = ["models", "download", "doctor", "segment", "propagate", "export", "bench"]
+    names = ["models", "download", "doctor", "segment", "propagate", "convert", "export", "bench"]
     assert "{" + ",".join(names) + "}" in parser.format_help()
     required = {"segment": ["x.png", "--out", "o.npy"], "propagate": ["s.npy", "--frame", "0"]}
     required["propagate"] += ["--out", "o.npy"]
+    required["convert"] = ["x.pt"]
     for name in names:
         args = parser.parse_args([name, *required.get(name, [])])
         assert args.command == name and args.func.__name__ == f"_cmd_{name}"
@@ -533,3 +552,85 @@ def test_segment_and_propagate_share_prompt_model_and_output_options():
         assert (args.model, args.encoder, args.decoder) == ("tiny", "e.onnx", "d.onnx")
         assert args.backend == "cpu" and args.out == "o.npy"
     assert segment.multimask and propagate.direction == "both" and propagate.frame == 2
+
+
+# -- convert: checkpoints to the four ONNX files without torch (issue 10) -------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny state dict of random values in the official layout (safetensors bytes; the reader
+    goes by content, not by the name)."""
+    from napari_sam2_webgpu.models.templates import load_index
+
+    rng = np.random.default_rng(1)
+    state = {
+        k: (0.02 * rng.standard_normal(shape)).astype(dtype)
+        for k, (shape, dtype) in load_index("tiny").keys.items()
+    }
+    path = tmp_path_factory.mktemp("ckpt") / "finetuned.pt"
+    path.write_bytes(safetensors_bytes(state))
+    return path
+
+
+def test_convert_installs_a_named_model(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    from napari_sam2_webgpu.models import installed_models, resolve_model
+
+    monkeypatch.setenv(ENV_CACHE_DIR, str(tmp_path / "cache"))
+    assert main(["convert", str(tiny_checkpoint), "--name", "cells", "--install"]) == 0
+    assert "installed as 'cells'" in capsys.readouterr().out
+    assert "cells" in installed_models()
+    paths = resolve_model("cells", video=True)  # offline: no download, no build
+    assert paths.encoder == tmp_path / "cache" / "exported" / "cells.encoder.onnx"
+
+
+def test_convert_guesses_the_size_and_writes_to_a_folder(tiny_checkpoint, tmp_path, capsys):
+    assert main(["convert", str(tiny_checkpoint), "--out", str(tmp_path / "out")]) == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == sorted(
+        f"sam2.1_hiera_tiny.{c}.onnx"
+        for c in ("encoder", "decoder", "memory_attention", "memory_encoder")
+    )
+
+
+def test_convert_refuses_the_wrong_size_and_writes_nothing(tiny_checkpoint, tmp_path, capsys):
+    code = main(["convert", str(tiny_checkpoint), "--size", "small", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "not a SAM2.1 small model" in err and "fits the size 'tiny'" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "give --out FOLDER, or --install"),
+        (["--install", "--out", "x"], "choose one"),
+        (["--install", "--name", "../up"], "--name"),
+    ],
+)
+def test_convert_argument_errors(tiny_checkpoint, extra, message, capsys):
+    assert main(["convert", str(tiny_checkpoint), *extra]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_convert_refuses_a_pickle_that_runs_code(tmp_path, capsys):
+    import io
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (__import__("os").system, (f"touch {marker}",))
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps({"model": Payload()}, protocol=2))
+        zf.writestr("archive/version", "3\n")
+    path = tmp_path / "evil.pt"
+    path.write_bytes(buffer.getvalue())
+    assert main(["convert", str(path), "--out", str(tmp_path / "o")]) == 1
+    assert "refused" in capsys.readouterr().err
+    assert not marker.exists()

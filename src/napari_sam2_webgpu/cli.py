@@ -116,13 +116,18 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from . import models
 
     print(f"cache: {models.cache_dir()}")
-    print(f"{'model':<10} {'cached':<7} {'encoder MB':>10} {'decoder MB':>10}  source")
+    print(f"default source: {models.check_source(None)}")
+    print(f"{'model':<10} {'checkpoint MB':>13} {'built':<6} {'samexporter pair cached':<24}")
     for row in models.cache_status():
-        spec = models.get_spec(row["name"])
+        size = row["name"]
+        checkpoint = models.CHECKPOINTS[size]
+        built = models.built_model(size) is not None
         print(
-            f"{row['name']:<10} {'yes' if row['cached'] else 'no':<7} "
-            f"{spec.encoder.size / 1e6:>10.1f} {spec.decoder.size / 1e6:>10.1f}  {spec.source}"
+            f"{size:<10} {checkpoint.size / 1e6:>13.1f} {'yes' if built else 'no':<6} "
+            f"{'yes' if row['cached'] else 'no':<24}"
         )
+    installed = models.installed_models()
+    print("installed models: " + (", ".join(installed) if installed else "none"))
     return 0
 
 
@@ -133,10 +138,52 @@ def _cmd_download(args: argparse.Namespace) -> int:
     if not names:
         print("Name at least one model size, or --all.", file=sys.stderr)
         return 2
-    for name in names:
-        paths = models.ensure_model(name, progress=_ProgressPrinter())
-        print(f"{name}: {paths.encoder}\n{' ' * len(name)}  {paths.decoder}")
+    source = models.check_source(args.source)
+    sizes = [models.get_spec(name).name for name in names]  # every name checked first
+    for size in sizes:
+        if source == "official":
+            files = models.ensure_built(size, progress=_ProgressPrinter()).files
+        else:
+            pair = models.ensure_model(size, progress=_ProgressPrinter())
+            files = (pair.encoder, pair.decoder)
+        print(f"{size}: " + f"\n{' ' * len(size)}  ".join(map(str, files)))
     return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from . import models
+    from .models.convert import guess_size
+
+    if args.out is None and not args.install:
+        raise CommandError("give --out FOLDER, or --install to install into the model cache")
+    if args.out is not None and args.install:
+        raise CommandError("--out and --install go separately: choose one")
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        raise CommandError(f"{checkpoint}: no such file")
+    with models.read_checkpoint(checkpoint) as state:
+        size = args.size or guess_size(state)
+        if size is None:
+            raise CommandError(
+                f"{checkpoint} fits no SAM2.1 size ({', '.join(models.template_sizes())}); "
+                "give --size to see what differs"
+            )
+        stem = args.name or models.model_stem(size)
+        if args.name is not None:
+            _check_name(args.name)
+        out = models.exported_dir() if args.install else Path(args.out)
+        paths, _ = models.build_model(state, size, out, stem=stem, progress=_ProgressPrinter())
+    for path in paths.files:
+        print(path)
+    name = args.name or size
+    if args.install:
+        print(f"installed as {name!r}: `--model {name}`, or choose it in the widget")
+    return 0
+
+
+def _check_name(name: str) -> None:
+    if not name or any(c in name for c in '/\\:*?"<>|') or name.startswith("."):
+        raise CommandError(f"--name {name!r}: use letters, digits, '-', '_' and '.' only")
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -185,7 +232,9 @@ def _load_predictor(args: argparse.Namespace):
 
     if args.encoder:
         return Sam2Predictor.from_files(args.encoder, args.decoder, args.backend)
-    return Sam2Predictor.from_pretrained(args.model, args.backend, progress=_ProgressPrinter())
+    return Sam2Predictor.from_pretrained(
+        args.model, args.backend, progress=_ProgressPrinter(), source=args.source
+    )
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
@@ -292,7 +341,9 @@ def _load_propagator(args: argparse.Namespace):
                 "(export with this plugin's `export` command, which writes all four)"
             )
         return Sam2Propagator.from_files(args.encoder, args.decoder, *companions, args.backend)
-    return Sam2Propagator.from_pretrained(args.model, args.backend)
+    return Sam2Propagator.from_pretrained(
+        args.model, args.backend, progress=_ProgressPrinter(), source=args.source
+    )
 
 
 def _check_stack(stack: np.ndarray, args: argparse.Namespace) -> tuple[int, int]:
@@ -364,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_doctor_command,
         _add_segment_command,
         _add_propagate_command,
+        _add_convert_command,
         _add_export_command,
         _add_bench_command,
     ):
@@ -376,11 +428,45 @@ def _add_models_command(subcommands: Any) -> None:
     p.set_defaults(func=_cmd_models)
 
 
+def _add_source_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--source",
+        choices=("official", "samexporter"),
+        default=None,
+        help="official: Meta's checkpoint, built into ONNX here (default; images and "
+        "propagation); samexporter: the published ONNX pair (images only). "
+        "Default: $NAPARI_SAM2_WEBGPU_SOURCE, else official",
+    )
+
+
 def _add_download_command(subcommands: Any) -> None:
-    p = subcommands.add_parser("download", help="download models into the cache")
+    p = subcommands.add_parser(
+        "download", help="download models into the cache (and build them from the checkpoint)"
+    )
     p.add_argument("sizes", nargs="*", help="tiny, small, base_plus, large")
     p.add_argument("--all", action="store_true", help="every model size")
+    _add_source_option(p)
     p.set_defaults(func=_cmd_download)
+
+
+def _add_convert_command(subcommands: Any) -> None:
+    p = subcommands.add_parser(
+        "convert",
+        help="build the four ONNX files from a SAM2.1 checkpoint (official or fine-tuned), "
+        "without torch",
+    )
+    p.add_argument("checkpoint", help="the .pt (or .safetensors) checkpoint")
+    p.add_argument(
+        "--size", help="tiny, small, base_plus, large; default: the size the checkpoint fits"
+    )
+    p.add_argument("--name", help="file stem, and the model's name when installed")
+    p.add_argument("--out", help="output folder")
+    p.add_argument(
+        "--install",
+        action="store_true",
+        help="install into the model cache, where --model NAME and the widget find it",
+    )
+    p.set_defaults(func=_cmd_convert)
 
 
 def _add_doctor_command(subcommands: Any) -> None:
@@ -394,6 +480,7 @@ def _add_model_options(p: argparse.ArgumentParser, model_help: str, encoder_help
     p.add_argument("--encoder", help=encoder_help)
     p.add_argument("--decoder", help="custom decoder ONNX (with --encoder)")
     p.add_argument("--backend", choices=BACKENDS, default="auto")
+    _add_source_option(p)
 
 
 def _add_prompt_options(p: argparse.ArgumentParser, point_help: str) -> None:
@@ -419,7 +506,8 @@ def _add_segment_command(subcommands: Any) -> None:
     p.add_argument("image", help="image file (.tif, .png, .jpg, .npy)")
     _add_model_options(
         p,
-        "model size (default tiny): its --install export if there is one, else the download",
+        "model size (default tiny) or the name of an installed model: an installed model "
+        "wins, else the size is downloaded and built once",
         "custom encoder ONNX (with --decoder)",
     )
     _add_prompt_options(
@@ -443,7 +531,7 @@ def _add_propagate_command(subcommands: Any) -> None:
     p.add_argument("--frame", type=int, required=True, help="index of the prompted frame")
     _add_model_options(
         p,
-        "size of a model exported with --install",
+        "model size (default tiny) or the name of an installed model",
         "custom encoder ONNX (video files beside it, same stem)",
     )
     _add_prompt_options(p, "a prompt point")

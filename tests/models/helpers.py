@@ -11,6 +11,7 @@ import builtins
 import errno
 import hashlib
 import io
+import json
 import os
 import select
 import socket
@@ -299,3 +300,18 @@ def bump_mtime(path: Path) -> None:
     # Coarse file timestamps can make an in-place rewrite keep its mtime; make it explicit.
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+
+
+def safetensors_bytes(state: dict[str, np.ndarray]) -> bytes:
+    """A safetensors file of float32/int64 arrays (the reader takes it whatever its name)."""
+    header, blobs, offset = {}, [], 0
+    for key, value in state.items():
+        data = np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<")).tobytes()
+        kind = {"float32": "F32", "int64": "I64"}[value.dtype.name]
+        span = [offset, offset + len(data)]
+        header[key] = {"dtype": kind, "shape": list(value.shape), "data_offsets": span}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(blobs)

@@ -1,7 +1,8 @@
 """Tests of the size -> files policy (``napari_sam2_webgpu.models.resolve``).
 
-An installed export wins over the registry download; with ``video=True`` only an installed
-export qualifies. The library's ``from_pretrained`` constructors use this one policy.
+An installed model wins; otherwise the official checkpoint is built (the default source), or
+the samexporter pair downloaded (image only). The library's ``from_pretrained`` constructors
+use this one policy.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import pytest
 from napari_sam2_webgpu.models import (
     COMPONENTS,
     ENV_OFFLINE,
+    ENV_SOURCE,
     MODEL_SIZES,
     ModelNotAvailableError,
     ModelPaths,
     VideoModelPaths,
     check_size,
+    check_source,
     component_filename,
     exported_dir,
     find_video_model,
@@ -57,9 +60,64 @@ class RecordDownloads:
 
 @pytest.fixture
 def downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RecordDownloads:
+    """The samexporter source's downloads, recorded (these tests are about that source)."""
     recorder = RecordDownloads(tmp_path / "cache")
     monkeypatch.setattr(resolve_mod, "ensure_model", recorder)
+    monkeypatch.setenv(ENV_SOURCE, "samexporter")
     return recorder
+
+
+class RecordBuilds:
+    """Replaces ``ensure_built`` (the official source) where resolve looks it up."""
+
+    def __init__(self, cache: Path) -> None:
+        self.cache = cache
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, size: str, **kwargs: Any) -> VideoModelPaths:
+        self.calls.append((size, kwargs))
+        return VideoModelPaths.in_folder(self.cache / "built", model_stem(size))
+
+
+@pytest.fixture
+def builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RecordBuilds:
+    recorder = RecordBuilds(tmp_path / "cache")
+    monkeypatch.setattr(resolve_mod, "ensure_built", recorder)
+    monkeypatch.delenv(ENV_SOURCE, raising=False)
+    return recorder
+
+
+def test_the_official_checkpoint_is_the_default_source(tmp_path: Path, builds: RecordBuilds):
+    cache = tmp_path / "cache"
+    paths = resolve_model("T", cache=cache, offline=True)
+    assert paths == VideoModelPaths.in_folder(cache / "built", "sam2.1_hiera_tiny")
+    assert resolve_model("large", video=True, cache=cache).encoder.name.startswith(
+        "sam2.1_hiera_large"
+    )
+    assert [size for size, _ in builds.calls] == ["tiny", "large"]
+    assert builds.calls[0][1]["offline"] is True
+
+
+def test_an_installed_model_wins_over_the_official_build(tmp_path: Path, builds: RecordBuilds):
+    cache = tmp_path / "cache"
+    folder = install_export(cache, "small")
+    assert resolve_model("small", cache=cache).encoder.parent == folder
+    assert builds.calls == []
+
+
+def test_source_from_the_argument_or_the_environment(
+    tmp_path: Path, builds: RecordBuilds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert check_source(None) == "official"
+    assert check_source(" SamExporter ") == "samexporter"
+    monkeypatch.setenv(ENV_SOURCE, "samexporter")
+    assert check_source(None) == "samexporter"
+    assert check_source("official") == "official"
+    with pytest.raises(ValueError, match="official, samexporter"):
+        check_source("huggingface")
+    with pytest.raises(ValueError, match="Unknown model source"):
+        resolve_model("tiny", cache=tmp_path, source="nope")
+    assert builds.calls == []
 
 
 def test_installed_export_is_preferred_to_the_download(
@@ -124,10 +182,8 @@ def test_video_without_export_is_a_clear_error(tmp_path: Path, downloads: Record
     with pytest.raises(ModelNotAvailableError) as err:
         resolve_model("base-plus", video=True, cache=cache)
     msg = str(err.value)
-    assert (
-        "napari-sam2-webgpu export --size base_plus --checkpoint sam2.1_hiera_base_plus.pt "
-        "--install" in msg
-    )
+    assert "napari-sam2-webgpu convert sam2.1_hiera_base_plus.pt --size base_plus --install" in msg
+    assert "official source" in msg
     assert str(exported_dir(cache)) in msg
     assert "sam2.1_hiera_base_plus.memory_attention.onnx" in msg
     assert downloads.calls == []  # the registry has no video components: never downloaded
@@ -168,7 +224,7 @@ def test_fallback_downloads_the_registry_pair(
     monkeypatch.setattr(registry_mod, "REGISTRY", {**registry_mod.REGISTRY, "tiny": local})
     cache = tmp_path / "cache"
 
-    paths = resolve_model("tiny", cache=cache)
+    paths = resolve_model("tiny", cache=cache, source="samexporter")
 
     assert paths == ModelPaths(cache / local.encoder.filename, cache / local.decoder.filename)
     assert paths.encoder.read_bytes() == enc

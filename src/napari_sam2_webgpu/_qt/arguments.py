@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._napari import AnnotatorError
-from ..models import MODEL_SIZES
+from ..models import MODEL_SIZES, installed_models
 from ..runtime import BACKENDS
 from ..video import DIRECTIONS
 from .loading import ModelChoice
@@ -78,6 +78,8 @@ def model_choice(
         if size is not None:
             raise ValueError("Give either size or encoder/decoder files, not both.")
         return ModelChoice(None, str(encoder), str(decoder), backend)
-    if size not in MODEL_SIZES:
-        raise ValueError(f"size must be one of {MODEL_SIZES}, got {size!r}")
+    if size not in MODEL_SIZES and size not in installed_models():
+        raise ValueError(
+            f"size must be one of {MODEL_SIZES} or the name of an installed model, got {size!r}"
+        )
     return ModelChoice(size, None, None, backend)

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..models import MODEL_SIZES
+from ..models import MODEL_SIZES, installed_models
 from ..runtime import BACKENDS
 from ..video import DIRECTIONS
 from .loading import ModelChoice
@@ -69,6 +69,14 @@ def fill_layer_combo(
     combo.blockSignals(False)
 
 
+def _installed_names() -> list[str]:
+    """Models installed with ``convert --install`` under their own name (not a size's)."""
+    try:
+        return [n for n in installed_models() if n not in MODEL_SIZES]
+    except OSError:  # an unreadable cache lists nothing extra
+        return []
+
+
 class ModelPanel(QWidget):
     """Image layer, model (a size or custom files), backend, device, and the Encode button."""
 
@@ -84,9 +92,10 @@ class ModelPanel(QWidget):
         form.addRow("Image", self.image_combo)
 
         self.model_combo = QComboBox()
-        self.model_combo.addItems([*MODEL_SIZES, CUSTOM])
+        self.model_combo.addItems([*MODEL_SIZES, *_installed_names(), CUSTOM])
         self.model_combo.setToolTip(
-            "SAM2.1 model size (downloaded once), or your own encoder/decoder ONNX files."
+            "SAM2.1 model size (built once from Meta's checkpoint), a model installed with "
+            "`napari-sam2-webgpu convert ... --install`, or your own ONNX files."
         )
         form.addRow("Model", self.model_combo)
         self.custom_box = QWidget()
@@ -138,8 +147,11 @@ class ModelPanel(QWidget):
 
     def show_choice(self, choice: ModelChoice) -> None:
         """Set the controls to ``choice`` without emitting their signals."""
+        name = choice.size or CUSTOM
+        if self.model_combo.findText(name) < 0:  # installed after the dock was opened
+            self.model_combo.insertItem(self.model_combo.count() - 1, name)
         for combo, text in (
-            (self.model_combo, choice.size or CUSTOM),
+            (self.model_combo, name),
             (self.backend_combo, choice.backend),
         ):
             combo.blockSignals(True)

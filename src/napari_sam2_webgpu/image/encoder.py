@@ -267,7 +267,7 @@ class ImageEncoder:
             log("Encoder graph capture dropped (%s); running without it", exc)
             from ..runtime import create_session
 
-            self.session, _ = create_session(self.path, self.backend_info)
+            self.session, _ = create_session(self.path, self.backend_info, cpu_memory_arena=False)
             return self.bind_device(device, graph_capture=False)
         self.bound = bound
         return True

@@ -175,24 +175,29 @@ class Sam2Predictor:
         *,
         progress: Callable[[int, int, str], None] | None = None,
         cache: str | os.PathLike | None = None,
+        source: str | None = None,
         **options: Any,
     ) -> Sam2Predictor:
-        """Load the model of a size, downloading and caching the registry pair on first use.
+        """Load the model of a size, downloading and building it on first use.
 
         Which files: :func:`napari_sam2_webgpu.models.resolve_model`, the policy the widget and
-        the CLI use too. A model installed with ``napari-sam2-webgpu export --size SIZE
-        --checkpoint ... --install`` wins; otherwise the published pair of that size.
+        the CLI use too. A model installed with ``napari-sam2-webgpu convert ... --install``
+        wins; otherwise Meta's checkpoint of that size is downloaded once and built into ONNX
+        here, without torch (or, with ``source="samexporter"``, the published pair is used).
 
         Parameters
         ----------
         size : {"tiny", "small", "base_plus", "large"} or str
-            SAM2.1 model size, or the size of an installed export.
+            SAM2.1 model size, or the name of an installed model.
         backend : {"auto", "webgpu", "cpu"}
             See :meth:`from_files`.
         progress : callable, optional
-            ``progress(bytes_done, bytes_total, filename)`` during downloads.
+            ``progress(done, total, description)`` during the download and the build.
         cache : path, optional
             Cache folder; defaults to :func:`napari_sam2_webgpu.models.cache_dir`.
+        source : {"official", "samexporter"}, optional
+            Where a size's files come from; default ``$NAPARI_SAM2_WEBGPU_SOURCE``, else
+            ``official``.
         **options
             ``device_resident``, ``graph_capture``, ``warmup``: see :meth:`from_files`.
 
@@ -202,7 +207,8 @@ class Sam2Predictor:
         """
         from ..models import resolve_model
 
-        paths = resolve_model(size, progress=progress, cache=Path(cache) if cache else None)
+        cache = Path(cache) if cache else None
+        paths = resolve_model(size, progress=progress, cache=cache, source=source)
         return cls.from_files(
             paths.encoder, paths.decoder, backend, name=f"sam2.1 {size}", **options
         )

@@ -12,7 +12,11 @@ The one question this package answers is "which ONNX files does size X mean?":
 :mod:`.transfer`          HTTP streaming with throttled progress and a stall guard
 :mod:`.locks`             cross-process download locks
 :mod:`.messages`          what the errors tell the user to do
-:mod:`.resolve`           :func:`resolve_model`, :func:`find_video_model`
+:mod:`.resolve`           :func:`resolve_model`, :func:`find_video_model`, the sources
+:mod:`.official`          Meta's checkpoints: download, build into the cache (default source)
+:mod:`.checkpoint`        :func:`read_checkpoint`: PyTorch/safetensors files without torch
+:mod:`.templates`         the weightless graph templates shipped in the package
+:mod:`.convert`           :func:`build_model`: checkpoint + templates -> the four ONNX files
 :mod:`.errors`            :class:`ModelError` and its subclasses
 :mod:`.settings`          the ``NAPARI_SAM2_WEBGPU_*`` environment variables
 ========================  ==================================================================
@@ -37,6 +41,8 @@ from .cache import (
     sha256_file,
     verify_file,
 )
+from .checkpoint import Checkpoint, CheckpointError, read_checkpoint
+from .convert import ConversionError, build_model, check_state_dict
 from .download import ensure_model
 from .errors import (
     ModelDownloadError,
@@ -59,6 +65,14 @@ from .files import (
     stem_of,
 )
 from .locks import LOCK_TIMEOUT
+from .official import (
+    CHECKPOINTS,
+    built_dir,
+    built_model,
+    checkpoint_dir,
+    ensure_built,
+    ensure_checkpoint,
+)
 from .registry import (
     MODEL_SIZES,
     REGISTRY,
@@ -69,10 +83,13 @@ from .registry import (
     get_spec,
 )
 from .resolve import (
+    SOURCES,
     check_size,
+    check_source,
     export_command,
     find_video_model,
     installed_export,
+    installed_models,
     resolve_model,
 )
 from .settings import (
@@ -81,7 +98,9 @@ from .settings import (
     ENV_CACHE_DIR,
     ENV_DOWNLOAD_TIMEOUT,
     ENV_OFFLINE,
+    ENV_SOURCE,
 )
+from .templates import template_sizes
 from .transfer import (
     DOWNLOAD_CHUNK,
     DOWNLOAD_TIMEOUT,
@@ -92,6 +111,7 @@ from .transfer import (
 )
 
 __all__ = [
+    "CHECKPOINTS",
     "COMPONENTS",
     "DOWNLOAD_CHUNK",
     "DOWNLOAD_TIMEOUT",
@@ -100,18 +120,23 @@ __all__ = [
     "ENV_CACHE_DIR",
     "ENV_DOWNLOAD_TIMEOUT",
     "ENV_OFFLINE",
+    "ENV_SOURCE",
     "HASH_CHUNK",
     "IMAGE_COMPONENTS",
     "LOCK_TIMEOUT",
     "MODEL_SIZES",
     "PROGRESS_SECONDS",
     "REGISTRY",
+    "SOURCES",
     "STALE_PART_SECONDS",
     "STALL_MIN_BYTES",
     "STALL_SECONDS",
     "UNVERIFIED",
     "VIDEO_COMPONENTS",
     "VIDEO_SUFFIXES",
+    "Checkpoint",
+    "CheckpointError",
+    "ConversionError",
     "ModelArchive",
     "ModelDownloadError",
     "ModelError",
@@ -122,22 +147,33 @@ __all__ = [
     "ModelUnverifiedError",
     "ProgressCallback",
     "VideoModelPaths",
+    "build_model",
+    "built_dir",
+    "built_model",
     "cache_dir",
     "cache_status",
     "check_size",
+    "check_source",
+    "check_state_dict",
+    "checkpoint_dir",
     "companion_video_files",
     "component_filename",
+    "ensure_built",
+    "ensure_checkpoint",
     "ensure_model",
     "export_command",
     "exported_dir",
     "find_video_model",
     "get_spec",
     "installed_export",
+    "installed_models",
     "is_cached",
     "model_paths_from_files",
     "model_stem",
+    "read_checkpoint",
     "resolve_model",
     "sha256_file",
     "stem_of",
+    "template_sizes",
     "verify_file",
 ]

@@ -31,11 +31,11 @@ from .fetch import clean_stale_parts, fetch_direct, fetch_from_archive
 from .files import ModelPaths
 from .locks import download_lock
 from .messages import fmt_sha, not_available_message, not_writable_message, unverified_message
-from .registry import ModelArchive, ModelFile, ModelSpec, as_spec
+from .registry import FileSet, ModelArchive, ModelFile, ModelSpec, as_spec
 from .settings import ENV_ALLOW_UNVERIFIED, ENV_BASE_URL, ENV_OFFLINE, env_flag
 from .transfer import ProgressCallback
 
-__all__ = ["ensure_model"]
+__all__ = ["ensure_files", "ensure_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def _warn_corrupt(path: Path, mf: ModelFile, state: FileState, offline: bool) ->
 class _Check:
     """The state of a model's files in the cache, and what still has to be fetched."""
 
-    def __init__(self, spec: ModelSpec, folder: Path) -> None:
+    def __init__(self, spec: FileSet, folder: Path) -> None:
         self.spec = spec
         self.folder = folder
         self.states: dict[str, FileState] = {}
@@ -202,6 +202,38 @@ def ensure_model(
     """
     spec = as_spec(model)
     folder = Path(cache) if cache is not None else cache_dir()
+    ensure_files(
+        spec,
+        folder,
+        progress=progress,
+        base_url=base_url,
+        offline=offline,
+        allow_unverified=allow_unverified,
+    )
+    return ModelPaths(folder / spec.encoder.filename, folder / spec.decoder.filename)
+
+
+def ensure_files(
+    spec: FileSet,
+    folder: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    base_url: str | None = None,
+    offline: bool | None = None,
+    allow_unverified: bool | None = None,
+) -> None:
+    """Make every file of ``spec.files`` present and verified in ``folder``.
+
+    The machinery of :func:`ensure_model` for any set of published files (a registry pair, an
+    official checkpoint); the arguments, errors and notes are those of :func:`ensure_model`.
+
+    Parameters
+    ----------
+    spec : ModelSpec or CheckpointSpec
+        Anything with ``name``, ``files``, ``fully_verified`` and ``checkpoint_url``.
+    folder : Path
+        Where the files belong.
+    """
     if base_url is None:
         base_url = os.environ.get(ENV_BASE_URL, "").strip() or None
     base_url = base_url.rstrip("/") if base_url else None
@@ -212,9 +244,8 @@ def ensure_model(
 
     check = _Check(spec, folder)
     check.run(allow_unverified=allow_unverified, offline=offline)
-    paths = ModelPaths(folder / spec.encoder.filename, folder / spec.decoder.filename)
     if not check.todo:
-        return paths  # nothing is written: a read-only cache with verified files is enough
+        return  # nothing is written: a read-only cache with verified files is enough
     if offline:
         reason = f"offline mode ({ENV_OFFLINE}=1 or offline=True)"
         raise ModelNotAvailableError(
@@ -224,4 +255,3 @@ def ensure_model(
     if unchecked and not allow_unverified:
         raise ModelUnverifiedError(unverified_message(spec, unchecked, folder))
     _fetch_missing(check, base_url, progress)
-    return paths

@@ -2,15 +2,15 @@
 
 Each message says what is wrong, which files are needed where (with sizes and checksums), and
 what the user can do: download by hand, use a mirror, point the cache elsewhere, opt in, or
-export the official checkpoint. Kept apart from the download logic so that both stay readable.
+use the official source. Kept apart from the download logic so that both stay readable.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .cache import FileState
-from .registry import REGISTRY, ModelArchive, ModelFile, ModelSpec, is_sha256
+from .cache import FileState, cache_dir
+from .registry import REGISTRY, FileSet, ModelArchive, ModelFile, is_sha256
 from .settings import (
     ENV_ALLOW_UNVERIFIED,
     ENV_BASE_URL,
@@ -39,7 +39,7 @@ def fmt_sha(sha: str) -> str:
     return f"sha256 {sha}" if is_sha256(sha) else "no published sha256"
 
 
-def _manual_download_lines(spec: ModelSpec, base_url: str | None) -> list[str]:
+def _manual_download_lines(spec: FileSet, base_url: str | None) -> list[str]:
     lines = ["", "To install it by hand, download"]
     if base_url:
         lines += [f"  {base_url}/{mf.filename}" for mf in spec.files]
@@ -62,20 +62,18 @@ def _manual_download_lines(spec: ModelSpec, base_url: str | None) -> list[str]:
     return lines
 
 
-def _checkpoint_lines(spec: ModelSpec) -> list[str]:
+def _checkpoint_lines(spec: FileSet) -> list[str]:
     if not spec.checkpoint_url:
         return []
     return [
-        "Alternatively convert the official PyTorch checkpoint",
-        f"  {spec.checkpoint_url}",
-        f"with `napari-sam2-webgpu export --checkpoint {spec.checkpoint_url.rsplit('/', 1)[-1]}"
-        f" --size {spec.name} --out DIR` and load that pair as a custom model (its bytes "
-        "differ from the registry files, so do not copy it into the cache).",
+        "Alternatively use the official source (the default: Meta's checkpoint, built here "
+        f"without torch), or convert a checkpoint yourself with `napari-sam2-webgpu convert "
+        f"{spec.checkpoint_url.rsplit('/', 1)[-1]} --size {spec.name} --install`.",
     ]
 
 
 def not_available_message(
-    spec: ModelSpec,
+    spec: FileSet,
     folder: Path,
     reason: str,
     states: dict[str, FileState],
@@ -85,7 +83,7 @@ def not_available_message(
 
     Parameters
     ----------
-    spec : ModelSpec
+    spec : ModelSpec or CheckpointSpec
         The model asked for.
     folder : Path
         The cache folder.
@@ -128,8 +126,8 @@ def not_available_message(
     lines += [
         "",
         "Settings (environment variables):",
-        f"  {ENV_CACHE_DIR}=DIR         cache folder (now {folder})",
-        f"  {ENV_BASE_URL}=URL          mirror serving the .onnx files as URL/<filename>",
+        f"  {ENV_CACHE_DIR}=DIR         cache folder (now {cache_dir()})",
+        f"  {ENV_BASE_URL}=URL          mirror serving the files above as URL/<filename>",
         f"  {ENV_OFFLINE}=1              never touch the network",
         f"  {ENV_ALLOW_UNVERIFIED}=1     accept files that have no published checksum",
     ]
@@ -145,7 +143,7 @@ def _file_in_the_way(folder: Path) -> Path | None:
 
 
 def not_writable_message(
-    spec: ModelSpec,
+    spec: FileSet,
     folder: Path,
     files: list[ModelFile],
     states: dict[str, FileState],
@@ -155,7 +153,7 @@ def not_writable_message(
 
     Parameters
     ----------
-    spec : ModelSpec
+    spec : ModelSpec or CheckpointSpec
         The model asked for.
     folder : Path
         The cache folder that cannot be created or written.
@@ -192,12 +190,12 @@ def not_writable_message(
     return "\n".join(lines)
 
 
-def unverified_message(spec: ModelSpec, files: list[ModelFile], folder: Path) -> str:
+def unverified_message(spec: FileSet, files: list[ModelFile], folder: Path) -> str:
     """Why files without a published checksum are refused, and how to accept them anyway.
 
     Parameters
     ----------
-    spec : ModelSpec
+    spec : ModelSpec or CheckpointSpec
         The model asked for.
     files : list of ModelFile
         The files without a checksum.
@@ -215,8 +213,7 @@ def unverified_message(spec: ModelSpec, files: list[ModelFile], folder: Path) ->
         "by default.\n"
         f"To accept it anyway, pass allow_unverified=True or set {ENV_ALLOW_UNVERIFIED}=1; the "
         f"hash seen on that first use is recorded in {folder} and checked from then on.\n"
-        "Safer alternatives: use a model size with published checksums "
-        f"({', '.join(s.name for s in REGISTRY.values() if s.fully_verified)}), or convert the "
-        f"official checkpoint {spec.checkpoint_url} with `napari-sam2-webgpu export` and load "
-        "that pair as a custom model."
+        "Safer alternatives: the official source (the default; Meta's checkpoint, whose "
+        "SHA-256 is known, built here without torch), or a samexporter size with published "
+        f"checksums ({', '.join(s.name for s in REGISTRY.values() if s.fully_verified)})."
     )

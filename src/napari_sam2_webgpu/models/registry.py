@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 from .files import component_filename, model_stem
 from .settings import ENV_ALLOW_UNVERIFIED
@@ -43,6 +44,7 @@ __all__ = [
     "MODEL_SIZES",
     "REGISTRY",
     "UNVERIFIED",
+    "FileSet",
     "ModelArchive",
     "ModelFile",
     "ModelSpec",
@@ -173,6 +175,20 @@ class ModelSpec:
     def fully_verified(self) -> bool:
         """bool: Whether both files have a published checksum."""
         return self.encoder.has_checksum and self.decoder.has_checksum
+
+
+class FileSet(Protocol):
+    """What the download machinery needs of a set of published files (a :class:`ModelSpec`, or
+    an official checkpoint): a name for messages, the files, and the conversion hint."""
+
+    name: str
+    checkpoint_url: str
+
+    @property
+    def files(self) -> tuple[ModelFile, ...]: ...
+
+    @property
+    def fully_verified(self) -> bool: ...
 
 
 _HF_REPO = "https://huggingface.co/vietanhdev/segment-anything-2.1-onnx-models"

@@ -14,6 +14,7 @@ __all__ = [
     "ENV_CACHE_DIR",
     "ENV_DOWNLOAD_TIMEOUT",
     "ENV_OFFLINE",
+    "ENV_SOURCE",
     "env_flag",
 ]
 
@@ -25,6 +26,9 @@ ENV_BASE_URL = "NAPARI_SAM2_WEBGPU_BASE_URL"
 ENV_OFFLINE = "NAPARI_SAM2_WEBGPU_OFFLINE"
 #: ``1``: accept files without a published checksum (trust on first use).
 ENV_ALLOW_UNVERIFIED = "NAPARI_SAM2_WEBGPU_ALLOW_UNVERIFIED"
+#: Where a size's model comes from when the caller does not say: ``official`` (Meta's
+#: checkpoint, built here; the default) or ``samexporter`` (the published ONNX pair).
+ENV_SOURCE = "NAPARI_SAM2_WEBGPU_SOURCE"
 #: Seconds: overrides both ``DOWNLOAD_TIMEOUT`` and ``STALL_SECONDS`` of the transfer.
 ENV_DOWNLOAD_TIMEOUT = "NAPARI_SAM2_WEBGPU_DOWNLOAD_TIMEOUT"
 

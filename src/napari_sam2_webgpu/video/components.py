@@ -46,9 +46,10 @@ def open_components(
         if not Path(path).is_file():
             raise FileNotFoundError(f"The {label} file does not exist: {path}")
     # Memory attention's buffers grow with the memory bank (the score matrix alone is
-    # hundreds of MB at 1024²): an arena would hold the largest run's for good.
+    # hundreds of MB at 1024²) and the memory encoder works at full 1024² resolution: an arena
+    # would hold the largest run's buffers for good.
     attention, _ = create_session(memory_attention, backend_info, cpu_memory_arena=False)
-    encoder, _ = create_session(memory_encoder, backend_info)
+    encoder, _ = create_session(memory_encoder, backend_info, cpu_memory_arena=False)
     return attention, encoder
 
 

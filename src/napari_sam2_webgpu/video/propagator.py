@@ -144,24 +144,28 @@ class Sam2Propagator:
         size: str = "tiny",
         backend: str = "auto",
         *,
+        progress: Callable[[int, int, str], None] | None = None,
         cache: str | os.PathLike | None = None,
+        source: str | None = None,
         **options: Any,
     ) -> Sam2Propagator:
-        """Load the exported video model of ``size`` from the model cache.
+        """Load the four-file model of ``size``, downloading and building it on first use.
 
-        The files come from ``napari-sam2-webgpu export --size SIZE --checkpoint ... --install``
-        (SAM2's memory components are not published as ONNX anywhere); they are found by
-        :func:`napari_sam2_webgpu.models.resolve_model` with ``video=True``, so the image part is
-        the same model :meth:`Sam2Predictor.from_pretrained` loads for that size.
+        The files are found by :func:`napari_sam2_webgpu.models.resolve_model` with
+        ``video=True``: an installed model (``napari-sam2-webgpu convert ... --install``), else
+        the model built here from Meta's checkpoint, so the image part is the same model
+        :meth:`Sam2Predictor.from_pretrained` loads for that size. Arguments as there.
 
         Raises
         ------
         napari_sam2_webgpu.models.ModelNotAvailableError
-            ``size`` was not exported; the message gives the command that does it.
+            The checkpoint cannot be downloaded (offline, unreachable), or ``source`` is
+            ``"samexporter"``, which has no video components; the message says what to do.
         """
         from ..models import resolve_model
 
-        paths = resolve_model(size, video=True, cache=Path(cache) if cache else None)
+        cache = Path(cache) if cache else None
+        paths = resolve_model(size, video=True, progress=progress, cache=cache, source=source)
         return cls.from_files(*paths.files, backend, name=f"sam2.1 {size}", **options)
 
     @property
