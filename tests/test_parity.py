@@ -124,23 +124,121 @@ def test_embeddings_match(micro_model_files, official, micro_predictor):
         np.testing.assert_allclose(ours, ref.numpy(), atol=1e-4, rtol=1e-4)
 
 
-def test_full_size_tiny_config_parity(tmp_path_factory):
-    """The real SAM2.1 Hiera-T graph (not only the thin test trunk) exports faithfully."""
+#: Runs in a process where ``import torch`` fails: a user's machine. Loads the tiny model by its
+#: size through the real download code (a local mirror serves the checkpoint), builds it from
+#: the packaged templates, and saves what a click and a propagation give.
+TORCH_FREE_USER = """
+import sys
+sys.modules["torch"] = None
+import numpy as np
+from napari_sam2_webgpu import Sam2Predictor, Sam2Propagator
+image, stack, out = np.load(sys.argv[1]), np.load(sys.argv[2]), sys.argv[3]
+prompt = dict(point_coords=np.array(eval(sys.argv[4])), point_labels=np.array(eval(sys.argv[5])),
+              box=np.array(eval(sys.argv[6])))
+predictor = Sam2Predictor.from_pretrained("tiny", "cpu")
+predictor.set_image(image)
+results = {}
+for multimask in (True, False):
+    masks, scores, logits = predictor.predict(**prompt, multimask_output=multimask)
+    results[f"masks_{multimask}"], results[f"scores_{multimask}"] = masks, scores
+video = Sam2Propagator.from_pretrained("tiny", "cpu")
+state = video.init_state(stack)
+results["prompted"] = video.add_prompts(state, 0, 1, points=[[60, 50]], labels=[1])
+for frame, masks in video.propagate(state, "forward"):
+    results[f"frame_{frame}"] = masks[1]
+assert "torch" not in {m for m, v in sys.modules.items() if v is not None}
+np.savez(out, **results)
+"""
+
+
+def test_official_checkpoint_end_to_end_without_torch(tmp_path):
+    """A tiny SAM2.1 .pt served from 127.0.0.1 -> downloaded, built without torch -> clicks and
+    propagation agree with the official predictors on the same weights."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    from napari_sam2_webgpu.export import build_sam2_model, export_onnx
-    from napari_sam2_webgpu.predictor import Sam2Predictor
+    from napari_sam2_webgpu.export import build_sam2_model
+
+    from .models.helpers import FileServer, sha
+    from .video import test_propagator as tp
 
     model = build_sam2_model("tiny", seed=7)
-    files = export_onnx(model, tmp_path_factory.mktemp("tiny_model"), name="tiny", size="tiny")
-    ours = Sam2Predictor.from_files(files.encoder, files.decoder, backend="cpu")
-    official = SAM2ImagePredictor(model)
-    image = blob_image(600, 900, seed=5)
-    official.set_image(image)
-    ours.set_image(image)
-    prompt = _prompts((600, 900))["box and points"]
+    checkpoint = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": model.state_dict()}, checkpoint)
+    data = checkpoint.read_bytes()
+    server = FileServer()
+    try:
+        server.add("/sam2.1_hiera_tiny.pt", data)
+        image = blob_image(600, 900, seed=5)
+        stack = tp.moving_blob_stack(num_frames=3, hw=(120, 150))
+        np.save(tmp_path / "image.npy", image)
+        np.save(tmp_path / "stack.npy", stack)
+        prompt = _prompts((600, 900))["box and points"]
+        env = {
+            **os.environ,
+            "NAPARI_SAM2_WEBGPU_CACHE_DIR": str(tmp_path / "cache"),
+            "NAPARI_SAM2_WEBGPU_BASE_URL": server.url(""),
+            "NAPARI_SAM2_WEBGPU_OFFLINE": "0",
+            # The child reads the registry from the package: pin the test checkpoint there too.
+            "PYTHONPATH": os.pathsep.join(
+                [str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]
+            ),
+        }
+        _pin_checkpoint(tmp_path / "site", sha(data), len(data))
+        args = [
+            repr(np.asarray(prompt[k]).tolist()) for k in ("point_coords", "point_labels", "box")
+        ]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                TORCH_FREE_USER,
+                str(tmp_path / "image.npy"),
+                str(tmp_path / "stack.npy"),
+                str(tmp_path / "out.npz"),
+                *args,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert server.count("/sam2.1_hiera_tiny.pt") == 1
+    finally:
+        server.close()
+    got = np.load(tmp_path / "out.npz")
+    reference = SAM2ImagePredictor(model)
+    reference.set_image(image)
     for multimask in (True, False):
-        ref = official.predict(
+        ref = reference.predict(
             **{k: np.asarray(v) for k, v in prompt.items()}, multimask_output=multimask
         )
-        _compare(ref, ours.predict(**prompt, multimask_output=multimask))
+        ours = (got[f"masks_{multimask}"], got[f"scores_{multimask}"], None)
+        for r, o in zip(ref[0].astype(bool), ours[0], strict=True):
+            assert mask_iou(o, r) >= 0.999
+        np.testing.assert_allclose(ours[1], ref[1], atol=2e-3)
+    # Propagation: the official video predictor on the same weights and preprocessed frames.
+    with pytest.MonkeyPatch.context() as mp:
+        ref_video = tp._official((model, None), stack, mp, size="tiny")
+        with torch.inference_mode():
+            ref_state = ref_video.init_state("frames given by load_frames")
+        calls = [("prompt", (0, 1, dict(points=[[60, 50]], labels=[1]))), ("propagate", False)]
+        expected = tp._run_official(ref_video, ref_state, calls)
+    assert mask_iou(got["prompted"], expected[("prompt", 0, 1)]) >= 0.99
+    for frame in range(3):
+        assert mask_iou(got[f"frame_{frame}"], expected[(frame, 1)]) >= 0.99, frame
+
+
+def _pin_checkpoint(site, sha256: str, size: int) -> None:
+    """A ``sitecustomize`` for the child: the tiny checkpoint's checksum is the test file's."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        "from napari_sam2_webgpu.models import official\n"
+        "official.CHECKPOINTS['tiny'] = official.ModelFile("
+        f"'sam2.1_hiera_tiny.pt', '-', {sha256!r}, {size})\n"
+    )

@@ -263,7 +263,7 @@ def test_unavailable_without_video_components(micro_model_files, tmp_path):
     controller.set_model(predictor, "small")
     assert not controller.available
     reason = controller.check()
-    assert "napari-sam2-webgpu export --size small --checkpoint sam2.1_hiera_small.pt" in reason
+    assert "napari-sam2-webgpu convert sam2.1_hiera_small.pt --size small --install" in reason
     with pytest.raises(AnnotatorError, match="video components"):
         controller.start("both")
     controller.set_model(predictor)  # custom files: where to put the exported ones

@@ -9,10 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from napari_sam2_webgpu.models.interface import MEMORY_ATTENTION_INPUTS, MEMORY_ENCODER_INPUTS
 from napari_sam2_webgpu.runtime import resolve_backend
 from napari_sam2_webgpu.video.components import (
-    ATTENTION_INPUTS,
-    MEMORY_ENCODER_INPUTS,
     check_components,
     open_components,
 )
@@ -36,8 +35,8 @@ def components(micro_model_files):
 
 def test_open_components_gives_both_sessions(components):
     attention, encoder = components
-    assert {i.name for i in attention.get_inputs()} == ATTENTION_INPUTS
-    assert {i.name for i in encoder.get_inputs()} == MEMORY_ENCODER_INPUTS
+    assert {i.name for i in attention.get_inputs()} == set(MEMORY_ATTENTION_INPUTS)
+    assert {i.name for i in encoder.get_inputs()} == set(MEMORY_ENCODER_INPUTS)
 
 
 @pytest.mark.parametrize("which", ["memory attention", "memory encoder"])
@@ -63,6 +62,6 @@ def test_check_components_refuses_what_propagation_cannot_use(components):
         check_components(WITH_POINTERS, encoder, encoder)
     with pytest.raises(ValueError, match="Not a memory-encoder model"):
         check_components(WITH_POINTERS, attention, attention)
-    no_metadata = _session(ATTENTION_INPUTS)
+    no_metadata = _session(set(MEMORY_ATTENTION_INPUTS))
     with pytest.raises(ValueError, match="no 'video_config' metadata"):
-        check_components(WITH_POINTERS, no_metadata, _session(MEMORY_ENCODER_INPUTS))
+        check_components(WITH_POINTERS, no_metadata, _session(set(MEMORY_ENCODER_INPUTS)))

@@ -47,7 +47,7 @@ def stack():
     return moving_blob_stack()
 
 
-def _official(micro_model_files, frames, monkeypatch_module):
+def _official(micro_model_files, frames, monkeypatch_module, size="micro"):
     """The official video predictor on the same weights, reading the same preprocessed frames.
 
     ``init_state`` reads JPEG folders (lossy); the frames are given to it already preprocessed
@@ -61,7 +61,7 @@ def _official(micro_model_files, frames, monkeypatch_module):
     from ..export.helpers import build_official_video_predictor
 
     model, _ = micro_model_files
-    ref = build_official_video_predictor(model, "micro")
+    ref = build_official_video_predictor(model, size)
 
     def load_frames(video_path, image_size, offload_video_to_cpu, async_loading_frames, **kw):
         images = np.concatenate([prepare_image(f) for f in frames])

@@ -100,16 +100,17 @@ def _video_components(
         where = (
             f"then choose '{size}' again"
             if size
-            else "or export your checkpoint with --out FOLDER and choose its encoder and "
+            else "or convert your checkpoint with --out FOLDER and choose its encoder and "
             "decoder (the memory files are found next to the encoder, same name stem)"
         )
         return (
             None,
             "Propagation needs the model's video components (memory attention and memory "
-            "encoder), which SAM2 does not publish as ONNX and this model does not have. "
-            f"Export them once from the official checkpoint:\n  {command}\n{where}.",
+            "encoder), which this model does not have (the samexporter pairs have none). "
+            "Choose a size from the official source (the default), or convert a checkpoint "
+            f"once, without torch:\n  {command}\n{where}.",
             "Propagate: this model has no video components (the button's tooltip says how "
-            "to export them).",
+            "to get them).",
         )
     if not _has_object_pointers(predictor):
         return (

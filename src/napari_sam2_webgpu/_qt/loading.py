@@ -49,10 +49,14 @@ def load_predictor(choice: ModelChoice, report: Callable[..., None]) -> Sam2Pred
 
         report(f"SAM2: looking for {choice.describe()}", 0)
 
-        def download(done: int, total: int, filename: str) -> None:
-            report(f"SAM2: downloading {filename}", done >> 10, total >> 10)
+        def download(done: int, total: int, what: str) -> None:
+            # A file name while downloading; "Building <file>" while building from a checkpoint.
+            action = (
+                what[0].lower() + what[1:] if what.startswith("Building") else f"downloading {what}"
+            )
+            report(f"SAM2: {action}", done >> 10, total >> 10)
 
-        # The library's one policy: an installed export (with video components) wins.
+        # The library's one policy: an installed model wins, else the size's source.
         paths = resolve_model(choice.size, progress=download)
         encoder, decoder, name = paths.encoder, paths.decoder, choice.describe()
     else:

@@ -10,7 +10,7 @@ models are made by this same code from random weights, so what CI checks is what
 :mod:`.checkpoint`        :func:`build_sam2_model`: checkpoint or random weights -> torch model
 :mod:`.configs`           sizes -> sam2 Hydra configs (:data:`CONFIGS`), the test ``micro`` size
 :mod:`.deps`              :func:`require_export_deps`: is the ``export`` extra installed
-:mod:`.interface`         input and output names of the exported graphs
+:mod:`.interface`         the graphs' input and output names (from models.interface)
 :mod:`.onnx_files`        tracing to ONNX, float16 weights, metadata, replacing files together
 :mod:`.image`             encoder and prompt-decoder wrappers and their export (imports torch)
 :mod:`.video`             memory attention and memory encoder wrappers and their export

@@ -1,56 +1,26 @@
-"""Input and output names of the graphs the exporter writes beyond what the image package defines.
-
-The image encoder's and the decoder's inputs are :mod:`napari_sam2_webgpu.image`'s
-(``ENCODER_INPUT``, ``ENCODER_OUTPUTS``, ``DECODER_INPUTS``): it checks them when it loads a
-model. The decoder's outputs and the two video components are defined here, next to the modules
-that produce them.
-
-``masks`` and ``iou_predictions`` (three multimask logits and their scores) are samexporter's.
-``single_mask`` and ``single_iou`` are the single-mask token before SAM2's dynamic stability
-fallback (which :mod:`napari_sam2_webgpu.image.postprocess` applies), so ``multimask_output=False``
-matches the official predictor exactly; ``object_score_logits`` says whether the object is
-present; ``obj_ptrs`` holds the object pointer of each of the four mask tokens (single first),
-which propagation keeps in its memory bank and image segmentation ignores.
-
-The video components (:mod:`.video`):
-
-``memory_attention``
-    ``image_embed`` (the encoder's output, ``no_mem_embed`` included, as the image decoder
-    takes it), ``memory`` ``(N, 64, h, w)`` spatial memories of N frames, ``memory_tpos``
-    ``(N,)`` their temporal slots (``num_maskmem - t_pos - 1``), ``obj_ptrs`` ``(P, 256)``
-    object pointers and ``obj_ptr_offsets`` ``(P,)`` their signed frame distances divided by
-    the largest distance -> ``conditioned_embed`` ``(1, 256, h, w)``, which the decoder takes in
-    place of ``image_embed``.
-``memory_encoder``
-    ``image_embed``, ``mask_logits`` ``(1, 1, 256, 256)``, ``object_score_logits`` ``(1, 1)``
-    and ``binarize`` ``(1,)`` (1: threshold the mask, as for clicked frames; 0: sigmoid) ->
-    ``maskmem_features`` ``(1, 64, h, w)``.
-"""
+"""The graphs' input and output names, as the exporter uses them: defined once in
+:mod:`napari_sam2_webgpu.models.interface` (torch-free) and re-exported here."""
 
 from __future__ import annotations
 
+from ..models.interface import (
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    ENCODER_INPUT,
+    ENCODER_OUTPUTS,
+    MEMORY_ATTENTION_INPUTS,
+    MEMORY_ATTENTION_OUTPUTS,
+    MEMORY_ENCODER_INPUTS,
+    MEMORY_ENCODER_OUTPUTS,
+)
+
 __all__ = [
+    "DECODER_INPUTS",
     "DECODER_OUTPUTS",
+    "ENCODER_INPUT",
+    "ENCODER_OUTPUTS",
     "MEMORY_ATTENTION_INPUTS",
     "MEMORY_ATTENTION_OUTPUTS",
     "MEMORY_ENCODER_INPUTS",
     "MEMORY_ENCODER_OUTPUTS",
 ]
-
-#: Outputs of the prompt decoder, in the order it returns them.
-DECODER_OUTPUTS = [
-    "masks",
-    "iou_predictions",
-    "single_mask",
-    "single_iou",
-    "object_score_logits",
-    "obj_ptrs",
-]
-#: Inputs of the memory attention.
-MEMORY_ATTENTION_INPUTS = ["image_embed", "memory", "memory_tpos", "obj_ptrs", "obj_ptr_offsets"]
-#: Outputs of the memory attention.
-MEMORY_ATTENTION_OUTPUTS = ["conditioned_embed"]
-#: Inputs of the memory encoder.
-MEMORY_ENCODER_INPUTS = ["image_embed", "mask_logits", "object_score_logits", "binarize"]
-#: Outputs of the memory encoder.
-MEMORY_ENCODER_OUTPUTS = ["maskmem_features"]

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from ..models.interface import DECODER_INPUTS, ENCODER_INPUT
 from ..runtime.iobinding import run_bound
 from . import postprocess
-from .encoder import ENCODER_INPUT, ImageEmbedding
+from .encoder import ImageEmbedding
 from .prompts import check_mask_input, check_prompts, empty_mask_input
 
 __all__ = [
@@ -38,17 +39,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("napari_sam2_webgpu")
-
-#: The decoder's inputs (samexporter's interface).
-DECODER_INPUTS = (
-    "image_embed",
-    "high_res_feats_0",
-    "high_res_feats_1",
-    "point_coords",
-    "point_labels",
-    "mask_input",
-    "has_mask_input",
-)
 
 
 def check_decoder(session: Any, path: str | os.PathLike | None = None) -> None:

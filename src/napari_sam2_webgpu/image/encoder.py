@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..models.interface import ENCODER_INPUT, ENCODER_OUTPUTS
 from ..runtime.iobinding import BoundEncoder, DeviceIO, is_device_value, static_shape
 from .preprocess import MODEL_SIZE, ImageError, prepare_image
 
@@ -42,9 +43,6 @@ __all__ = [
 
 logger = logging.getLogger("napari_sam2_webgpu")
 
-#: The encoder's input (``(1, 3, 1024, 1024)`` float32) and outputs, in the session's order.
-ENCODER_INPUT = "image"
-ENCODER_OUTPUTS = ("high_res_feats_0", "high_res_feats_1", "image_embed")
 #: Provider options that make the WebGPU EP record the encoder once and replay it.
 CAPTURE_OPTIONS = {"enableGraphCapture": "1"}
 

@@ -5,6 +5,7 @@ The one question this package answers is "which ONNX files does size X mean?":
 
 ========================  ==================================================================
 :mod:`.registry`          the sizes (:data:`MODEL_SIZES`), their published files and checksums
+:mod:`.interface`         the input and output names of the four graphs (one definition)
 :mod:`.files`             the file-name convention (``<stem>.encoder.onnx`` ...), path records
 :mod:`.cache`             cache folder, SHA-256 stamps, verification, :func:`cache_status`
 :mod:`.download`          :func:`ensure_model`: check, lock, fetch, verify, install

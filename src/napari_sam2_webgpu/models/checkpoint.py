@@ -857,6 +857,9 @@ def _is_safetensors(head: bytes) -> bool:
 
 
 def _open_safetensors(path: Path, file: BinaryIO) -> Checkpoint:
+    # Long on purpose: one pass that checks the format's rules in the order the file states
+    # them (header length, JSON, each entry's dtype, shape and byte range, no gaps, the end),
+    # each with its own message; split up, the running offset would have to travel along.
     size = os.fstat(file.fileno()).st_size
     file.seek(0)
     (length,) = struct.unpack("<Q", file.read(8))

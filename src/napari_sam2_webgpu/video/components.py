@@ -11,16 +11,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..models.interface import MEMORY_ATTENTION_INPUTS, MEMORY_ENCODER_INPUTS
 from .memory import VideoConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..image import PromptDecoder
     from ..runtime import BackendInfo
 
-__all__ = ["ATTENTION_INPUTS", "MEMORY_ENCODER_INPUTS", "check_components", "open_components"]
-
-ATTENTION_INPUTS = {"image_embed", "memory", "memory_tpos", "obj_ptrs", "obj_ptr_offsets"}
-MEMORY_ENCODER_INPUTS = {"image_embed", "mask_logits", "object_score_logits", "binarize"}
+__all__ = ["check_components", "open_components"]
 
 
 def open_components(
@@ -67,15 +65,15 @@ def check_components(
     """
     if not decoder.has_object_pointers:
         raise ValueError(
-            "This decoder has no 'obj_ptrs' output, which propagation needs: export the "
-            "model with this plugin (`napari-sam2-webgpu export`), which writes the encoder, "
+            "This decoder has no 'obj_ptrs' output, which propagation needs: use a model this "
+            "plugin built (a size, or `napari-sam2-webgpu convert`), which writes the encoder, "
             "decoder, memory attention and memory encoder together."
         )
     inputs = {i.name for i in memory_attention.get_inputs()}
-    if inputs != ATTENTION_INPUTS:
+    if inputs != set(MEMORY_ATTENTION_INPUTS):  # the order of inputs does not matter
         raise ValueError(f"Not a memory-attention model (inputs {sorted(inputs)}).")
     inputs = {i.name for i in memory_encoder.get_inputs()}
-    if inputs != MEMORY_ENCODER_INPUTS:
+    if inputs != set(MEMORY_ENCODER_INPUTS):
         raise ValueError(f"Not a memory-encoder model (inputs {sorted(inputs)}).")
     meta = dict(memory_attention.get_modelmeta().custom_metadata_map)
     if "video_config" not in meta:
