@@ -512,9 +512,9 @@ def test_errors_in_full_in_the_dock_and_short_lines(dock, qtbot, notes, tmp_path
     assert "onnxruntime" in tip and "doctor" in tip
     widget.encode(wait=True)
     status = widget.status_label.text()
-    assert "video components" in status and "napari-sam2-webgpu export" not in status
+    assert "video components" in status and "napari-sam2-webgpu convert" not in status
     assert all(len(line) <= 100 for line in status.splitlines()), status
-    assert "napari-sam2-webgpu export" in widget.propagate_button.toolTip()
+    assert "napari-sam2-webgpu convert" in widget.propagate_button.toolTip()
 
     # Problems found by the annotator (a click outside the image) land in the dock too; a
     # decoded mask clears them.
@@ -703,7 +703,7 @@ def test_widget_without_video_components(dock, qtbot, notes, tmp_path, micro_mod
     qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
     assert len(widget.prompts_layer.data) == 1 and not widget.propagate_button.isEnabled()
     tip = widget.propagate_button.toolTip()
-    assert "video components" in tip and "napari-sam2-webgpu export" in tip
+    assert "video components" in tip and "napari-sam2-webgpu convert" in tip
     assert "video components" in widget.status
     assert widget.propagate() is None
     assert any("video components" in m for m in notes.messages("warning"))

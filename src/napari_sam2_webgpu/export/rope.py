@@ -15,9 +15,9 @@ from torch import nn
 __all__ = ["QUERY_CHUNK", "RopeAttention", "attend", "rope_tables", "rotate"]
 
 #: Queries attended at a time. Memory attention compares 4,096 image tokens with up to
-#: 7 x 4,096 memory tokens; unchunked, ONNX Runtime writes the whole 470 MB score matrix (and
-#: its softmax) per layer. Chunks of 1,024 queries cut propagation's peak host memory on the CPU
-#: EP by about 0.6 GB at the same speed (measured on the micro model, 9 frames).
+#: 7 x 4,096 memory tokens; unchunked, ONNX Runtime writes the whole score matrix (and its
+#: softmax) per layer, hundreds of MB. In chunks the same values are computed with a quarter of
+#: that memory, and much faster on the WebGPU EP (docs/benchmarks.md, "Attention in chunks").
 QUERY_CHUNK = 1024
 
 

@@ -82,9 +82,8 @@ def open_pair(
     device = embedding_device(info) if device_resident else None
     capture = device is not None and graph_capture
     options = CAPTURE_OPTIONS if capture else None
-    # No CPU arena for the encoder: it runs once per image, and an arena keeps its largest
-    # run's buffers for good (tiny on the CPU EP: 1.5 GB held after an encode instead of
-    # 0.6 GB, for 3% slower encodes; benchmarks/memory_per_test.py, docs/benchmarks.md).
+    # No CPU arena for the encoder: it runs once per image, and an arena would keep its
+    # largest run's buffers for good (docs/benchmarks.md, "Host memory of the CPU EP").
     encoder_session, info = create_session(
         encoder, info, provider_options=options, cpu_memory_arena=False
     )
