@@ -127,3 +127,14 @@ def test_published_checkpoints_are_pinned() -> None:
         assert entry.has_checksum and entry.size > 100_000_000
     with pytest.raises(ValueError, match="tiny, small, base_plus, large"):
         official.checkpoint_spec("micro")
+
+
+def test_a_cache_that_cannot_be_written_gets_a_clear_error(
+    served: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    official.ensure_checkpoint("tiny", cache=cache, base_url=served)
+    (cache / "built").write_text("a file where the folder should be")
+    with pytest.raises(ModelNotAvailableError, match="cannot be built into") as info:
+        official.ensure_built("tiny", cache=cache, offline=True)
+    assert "NAPARI_SAM2_WEBGPU_CACHE_DIR" in str(info.value)

@@ -28,9 +28,11 @@ from typing import Any
 
 from .cache import cache_dir, check_cached, new_hidden_file, write_stamp
 from .download import ensure_files
+from .errors import ModelNotAvailableError
 from .files import VideoModelPaths, model_stem
 from .locks import download_lock
 from .registry import ModelFile
+from .settings import ENV_CACHE_DIR
 from .templates import CONSTANTS_FILE, TEMPLATE_FORMAT, load_index
 from .transfer import ProgressCallback
 
@@ -265,14 +267,21 @@ def ensure_built(
         allow_unverified=allow_unverified,
     )
     folder, stem = built_dir(cache), model_stem(size)
-    folder.mkdir(parents=True, exist_ok=True)
     names = [p.name for p in VideoModelPaths.in_folder(folder, stem).files]
-    with download_lock(folder, names):
-        found = built_model(size, cache, templates=templates)  # another process built it
-        if found is not None:
-            return found
-        logger.info("Building the %s model from %s.", size, checkpoint)
-        return _build(checkpoint, size, folder, stem, progress, templates)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with download_lock(folder, names):
+            found = built_model(size, cache, templates=templates)  # another process built it
+            if found is not None:
+                return found
+            logger.info("Building the %s model from %s.", size, checkpoint)
+            return _build(checkpoint, size, folder, stem, progress, templates)
+    except OSError as exc:  # read-only cache, disk full: say where, and what to do
+        raise ModelNotAvailableError(
+            f"The {size} model cannot be built into {folder}: {exc}. Set {ENV_CACHE_DIR} to a "
+            f"writable folder with about {2 * CHECKPOINTS[size].size / 1e9:.1f} GB free, or "
+            f"run `napari-sam2-webgpu download {size}` once as a user who can write there."
+        ) from exc
 
 
 def _build(
