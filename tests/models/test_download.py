@@ -219,7 +219,7 @@ def test_registry_offline_message_names_archive_and_checkpoint(tmp_path: Path) -
     assert tiny.encoder.archive is not None
     assert tiny.encoder.archive.url in msg
     assert tiny.checkpoint_url in msg
-    assert "napari-sam2-webgpu export" in msg
+    assert "napari-sam2-webgpu convert sam2.1_hiera_tiny.pt --size tiny --install" in msg
     assert tiny.encoder.filename in msg and tiny.decoder.filename in msg
 
 

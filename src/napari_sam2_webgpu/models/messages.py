@@ -65,10 +65,13 @@ def _manual_download_lines(spec: FileSet, base_url: str | None) -> list[str]:
 def _checkpoint_lines(spec: FileSet) -> list[str]:
     if not spec.checkpoint_url:
         return []
+    name = spec.checkpoint_url.rsplit("/", 1)[-1]
     return [
-        "Alternatively use the official source (the default: Meta's checkpoint, built here "
-        f"without torch), or convert a checkpoint yourself with `napari-sam2-webgpu convert "
-        f"{spec.checkpoint_url.rsplit('/', 1)[-1]} --size {spec.name} --install`.",
+        "Alternatively use the official source (the default), which builds the model here "
+        "without torch from Meta's checkpoint",
+        f"  {spec.checkpoint_url}",
+        f"or convert that file yourself: `napari-sam2-webgpu convert {name} --size {spec.name}"
+        " --install`.",
     ]
 
 
