@@ -133,8 +133,8 @@ sys.modules["torch"] = None
 import numpy as np
 from napari_sam2_webgpu import Sam2Predictor, Sam2Propagator
 image, stack, out = np.load(sys.argv[1]), np.load(sys.argv[2]), sys.argv[3]
-prompt = dict(point_coords=np.array(eval(sys.argv[4])), point_labels=np.array(eval(sys.argv[5])),
-              box=np.array(eval(sys.argv[6])))
+import json
+prompt = {k: np.array(v) for k, v in json.loads(sys.argv[4]).items()}
 predictor = Sam2Predictor.from_pretrained("tiny", "cpu")
 predictor.set_image(image)
 results = {}
@@ -154,6 +154,7 @@ np.savez(out, **results)
 def test_official_checkpoint_end_to_end_without_torch(tmp_path):
     """A tiny SAM2.1 .pt served from 127.0.0.1 -> downloaded, built without torch -> clicks and
     propagation agree with the official predictors on the same weights."""
+    import json
     import os
     import subprocess
     import sys
@@ -189,9 +190,7 @@ def test_official_checkpoint_end_to_end_without_torch(tmp_path):
             ),
         }
         _pin_checkpoint(tmp_path / "site", sha(data), len(data))
-        args = [
-            repr(np.asarray(prompt[k]).tolist()) for k in ("point_coords", "point_labels", "box")
-        ]
+        args = [json.dumps({k: np.asarray(v).tolist() for k, v in prompt.items()})]
         result = subprocess.run(
             [
                 sys.executable,

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .cache import new_hidden_file
+from .checkpoint import read_checkpoint, strip_prefix
 from .files import COMPONENTS, VideoModelPaths, component_filename
 from .templates import (
     CONSTANTS_FILE,
@@ -68,8 +69,6 @@ def match_keys(keys: Sequence[str], expected: Mapping[str, Any]) -> dict[str, st
     dict of str to str
         Expected key -> checkpoint key, for the expected keys found.
     """
-    from .checkpoint import strip_prefix
-
     return {new: old for old, new in strip_prefix(keys, expected).items() if new in expected}
 
 
@@ -363,8 +362,6 @@ def build_model(
     index = load_index(size, folder)
     if isinstance(checkpoint, Mapping):
         return _build(checkpoint, index, folder, Path(out_dir), stem, progress)
-    from .checkpoint import read_checkpoint
-
     with read_checkpoint(checkpoint) as state:
         return _build(state, index, folder, Path(out_dir), stem, progress)
 

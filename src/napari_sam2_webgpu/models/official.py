@@ -171,10 +171,15 @@ def built_model(
         None unless all four files exist, match the hashes recorded when they were built, and
         were built from the templates installed now.
     """
+    return _current_build(size, cache, templates_digest(size, templates))
+
+
+def _current_build(size: str, cache: Path | None, digest: str) -> VideoModelPaths | None:
+    """:func:`built_model` for templates whose digest is already known."""
     folder, stem = built_dir(cache), model_stem(size)
     paths = VideoModelPaths.in_folder(folder, stem)
     manifest = _read_manifest(_manifest_path(folder, stem))
-    if manifest is None or manifest.get("templates") != templates_digest(size, templates):
+    if manifest is None or manifest.get("templates") != digest:
         return None
     recorded = manifest.get("files", {})
     for path in paths.files:
@@ -255,7 +260,8 @@ def ensure_built(
         As :func:`~.download.ensure_model` (offline, unreachable, read-only cache, bad
         download).
     """
-    found = built_model(size, cache, templates=templates)
+    digest = templates_digest(size, templates)  # read the templates once per request
+    found = _current_build(size, cache, digest)
     if found is not None:
         return found
     checkpoint = ensure_checkpoint(
@@ -271,11 +277,11 @@ def ensure_built(
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with download_lock(folder, names):
-            found = built_model(size, cache, templates=templates)  # another process built it
+            found = _current_build(size, cache, digest)  # another process built it
             if found is not None:
                 return found
             logger.info("Building the %s model from %s.", size, checkpoint)
-            return _build(checkpoint, size, folder, stem, progress, templates)
+            return _build(checkpoint, size, folder, stem, progress, templates, digest)
     except OSError as exc:  # read-only cache, disk full: say where, and what to do
         raise ModelNotAvailableError(
             f"The {size} model cannot be built into {folder}: {exc}. Set {ENV_CACHE_DIR} to a "
@@ -291,6 +297,7 @@ def _build(
     stem: str,
     progress: ProgressCallback | None,
     templates: Path | None,
+    digest: str,
 ) -> VideoModelPaths:
     from .convert import build_model
 
@@ -305,7 +312,7 @@ def _build(
         "size": size,
         "checkpoint": checkpoint.name,
         "checkpoint_sha256": CHECKPOINTS[size].sha256 if size in CHECKPOINTS else "",
-        "templates": templates_digest(size, templates),
+        "templates": digest,
         "files": digests,
     }
     tmp = new_hidden_file(folder, manifest_path.name, ".part")

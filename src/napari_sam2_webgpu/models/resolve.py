@@ -125,10 +125,10 @@ def installed_models(cache: Path | None = None) -> list[str]:
     if not folder.is_dir():
         return []
     names = set()
+    prefix = model_stem("")
     for path in folder.glob("*.encoder.onnx"):
         stem = path.name.removesuffix(".encoder.onnx")
         if all(p.is_file() for p in VideoModelPaths.in_folder(folder, stem).files):
-            prefix = model_stem("")
             names.add(stem.removeprefix(prefix) if stem.startswith(prefix) else stem)
     return sorted(names)
 
@@ -289,22 +289,15 @@ def resolve_model(
         logger.info("Using the installed model of %r in %s.", name, exported.encoder.parent)
         return exported
     name = check_size(name, cache=cache)
-    if source == "official":
-        return ensure_built(
-            name,
-            progress=progress,
-            cache=cache,
-            offline=offline,
-            allow_unverified=allow_unverified,
-            base_url=base_url,
-        )
-    if video:
-        return find_video_model(name, cache)  # raises, saying how to get the video components
-    return ensure_model(
-        name,
+    fetch = dict(
         progress=progress,
         cache=cache,
         offline=offline,
         allow_unverified=allow_unverified,
         base_url=base_url,
     )
+    if source == "official":
+        return ensure_built(name, **fetch)
+    if video:
+        return find_video_model(name, cache)  # raises, saying how to get the video components
+    return ensure_model(name, **fetch)
