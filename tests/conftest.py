@@ -31,14 +31,19 @@ def pytest_collection_modifyitems(config, items):
     """Run the tests with a real Qt GUI last, each group in its own order.
 
     Under Xvfb, wgpu's adapter enumeration (tests/runtime) can abort the process once a Qt GUI
-    test has run, and tests/_qt sorts before tests/runtime. Tests marked ``large_memory`` are
-    skipped unless ``NAPARI_SAM2_WEBGPU_LARGE_TESTS=1``.
+    test has run, and tests/_qt sorts before tests/runtime. Tests marked ``large_memory`` or
+    ``slow_export`` are skipped unless ``NAPARI_SAM2_WEBGPU_LARGE_TESTS=1``.
     """
     if os.environ.get("NAPARI_SAM2_WEBGPU_LARGE_TESTS") != "1":
-        skip = pytest.mark.skip(reason="needs > 4 GB; set NAPARI_SAM2_WEBGPU_LARGE_TESTS=1")
+        reasons = {
+            "large_memory": "needs > 4 GB",
+            "slow_export": "a full-size export the template generator verifies",
+        }
         for item in items:
-            if "large_memory" in item.keywords:
-                item.add_marker(skip)
+            for marker, reason in reasons.items():
+                if marker in item.keywords:
+                    why = f"{reason}; set NAPARI_SAM2_WEBGPU_LARGE_TESTS=1"
+                    item.add_marker(pytest.mark.skip(reason=why))
     gui = [item for item in items if QT_GUI_FIXTURES & set(getattr(item, "fixturenames", ()))]
     if gui:
         chosen = set(map(id, gui))

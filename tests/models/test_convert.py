@@ -10,7 +10,10 @@ from napari_sam2_webgpu.models.convert import (
     ConversionError,
     build_model,
     check_state_dict,
+    default_stem,
+    guess_size,
     match_keys,
+    pick_template,
 )
 from napari_sam2_webgpu.models.files import COMPONENTS
 from napari_sam2_webgpu.models.templates import (
@@ -26,8 +29,39 @@ def zeros_state(size: str) -> dict[str, np.ndarray]:
     return {k: np.zeros(shape, dtype) for k, (shape, dtype) in load_index(size).keys.items()}
 
 
-def test_the_four_sam21_sizes_are_shipped():
-    assert set(template_sizes()) >= {"tiny", "small", "base_plus", "large"}
+SIZES = ["tiny", "small", "base_plus", "large"]
+
+
+def test_the_four_sizes_of_sam21_and_sam2_are_shipped():
+    assert set(template_sizes()) == {*SIZES, *(f"sam2.0_{s}" for s in SIZES)}
+
+
+@pytest.mark.parametrize("name", [*SIZES, *(f"sam2.0_{s}" for s in SIZES)])
+def test_each_checkpoint_fits_exactly_one_template(name):
+    """SAM2.1 state dicts hold every SAM2 key and two more: unexpected keys must tell them
+    apart, whichever is tried first."""
+    state = zeros_state(name)
+    assert guess_size(state) == name
+    size = name.removeprefix("sam2.0_")
+    assert pick_template(state, size) == name
+    assert pick_template(state, name) == name
+
+
+def test_sam2_checkpoint_given_as_its_size_builds_the_sam2_graphs(tmp_path):
+    """`convert sam2_hiera_tiny.pt --size tiny` needs no other spelling of the size."""
+    paths, _ = build_model(zeros_state("sam2.0_tiny"), "tiny", tmp_path, stem="s")
+    assert all(p.is_file() for p in paths.files)
+    built = paths.memory_encoder.read_bytes()
+    assert b"sam2.0_tiny" in built and b"object_score_logits" not in built
+    assert default_stem("sam2.0_tiny") == "sam2_hiera_tiny"
+    assert default_stem("tiny") == "sam2.1_hiera_tiny"
+
+
+def test_sam2_template_name_accepts_no_sam21_checkpoint():
+    with pytest.raises(ConversionError, match="not a SAM2 \\(2.0\\) small model") as info:
+        pick_template(zeros_state("small"), "sam2.0_small")
+    assert "3 unexpected: no_obj_embed_spatial" in str(info.value)
+    assert "It is a SAM2.1 small model: convert it with --size small" in str(info.value)
 
 
 def test_import_stays_free_of_torch_and_onnx():
@@ -93,15 +127,17 @@ def test_check_lists_missing_unexpected_and_wrong_shapes():
 
 
 def test_check_names_the_size_that_fits():
-    with pytest.raises(ConversionError, match="fits the size 'large'"):
+    with pytest.raises(ConversionError, match="SAM2.1 large model: convert it with --size large"):
         check_state_dict(zeros_state("large"), load_index("tiny"))
+    with pytest.raises(ConversionError, match=r"SAM2 \(2.0\) large model: .* --size large\."):
+        pick_template(zeros_state("sam2.0_large"), "tiny")
 
 
 def test_check_refuses_a_non_sam2_checkpoint():
     state = {"conv1.weight": np.zeros((64, 3, 7, 7)), "fc.bias": np.zeros(1000)}
     with pytest.raises(ConversionError, match="missing") as info:
         check_state_dict(state, load_index("small"))
-    assert "fits the size" not in str(info.value)
+    assert "It is a" not in str(info.value)
 
 
 def test_refused_checkpoint_writes_nothing(tmp_path):

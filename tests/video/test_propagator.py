@@ -138,6 +138,19 @@ def _run_ours(video, state, calls):
     return results
 
 
+@pytest.fixture(scope="module")
+def sam2_0_micro_files(tmp_path_factory):
+    """The micro trunk on the original SAM2 (2.0) config: no object-pointer temporal encoding,
+    no "no object" spatial embedding."""
+    from napari_sam2_webgpu.export import build_sam2_model, export_onnx
+
+    # A seed whose random network finds the objects (with conftest's, every mask is empty and
+    # the parity would say nothing).
+    model = build_sam2_model("sam2.0_micro", seed=0)
+    out = tmp_path_factory.mktemp("sam2.0_micro")
+    return model, export_onnx(model, out, name="sam2.0_micro", size="sam2.0_micro")
+
+
 @pytest.mark.parity
 def test_parity_with_official_video_predictor(
     micro_model_files, propagator, stack, monkeypatch_module
@@ -190,6 +203,43 @@ def test_parity_with_official_video_predictor(
     assert sum(m.any() for m in got.values()) >= 0.8 * len(got)
     # Every frame of the stack was tracked for both objects.
     assert {k[0] for k in got if k[0] != "prompt"} == set(range(NUM_FRAMES))
+
+
+@pytest.mark.parity
+def test_sam2_0_config_parity_with_official_video_predictor(
+    sam2_0_micro_files, stack, monkeypatch_module
+):
+    """An original SAM2 (2.0) model tracks like the official predictor: its object pointers
+    carry no temporal encoding and its memory encoder no "no object" embedding (one object,
+    forward through a short stack: what differs from SAM2.1 is all on that path)."""
+    frames = stack[:6]
+    h, w = HW
+    files = sam2_0_micro_files[1]
+    ours = Sam2Propagator.from_files(
+        files.encoder, files.decoder, files.memory_attention, files.memory_encoder, "cpu"
+    )
+    memory_inputs = {i.name for i in ours.tracker.memory_encoder.get_inputs()}
+    assert "object_score_logits" not in memory_inputs
+    import sam2.utils.misc
+
+    ref = _official(sam2_0_micro_files, frames, monkeypatch_module, "sam2.0_micro")
+    ref.fill_hole_area = ours.tracker.fill_hole_area  # the same hole filling on both sides
+    monkeypatch_module.setattr(sam2.utils.misc, "get_connected_components", _connected_components)
+    with __import__("torch").inference_mode():
+        ref_state = ref.init_state("frames given by load_frames")
+    calls = [
+        ("prompt", (0, 1, dict(points=[[0.25 * w + 3, 0.34 * h]], labels=[1]))),
+        ("propagate", False),
+    ]
+    expected = _run_official(ref, ref_state, calls)
+    del ref, ref_state
+    gc.collect()
+    got = _run_ours(ours, ours.init_state(frames), calls)
+    assert set(got) == set(expected)
+    ious = {key: mask_iou(got[key], expected[key]) for key in expected}
+    worst = min(ious, key=ious.get)
+    assert ious[worst] >= 0.99, f"{worst}: IoU {ious[worst]:.4f}"
+    assert all(m.any() for m in got.values())
 
 
 def test_embeddings_are_computed_once(propagator, stack):

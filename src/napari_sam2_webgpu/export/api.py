@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import VIDEO_COMPONENTS, component_filename, model_stem
+from ..models.convert import default_stem
 from .checkpoint import build_sam2_model
 from .deps import require_export_deps
 from .onnx_files import FP16_KEEP_FP32_OPS, OnnxSettings, replaced_together
@@ -181,7 +182,8 @@ def export_checkpoint(
     seed : int, optional
         Seed for random weights.
     name : str, optional
-        File stem; defaults to ``sam2.1_hiera_<size>`` (plus ``.fp16``).
+        File stem; defaults to Meta's name, ``sam2.1_hiera_<size>`` or ``sam2_hiera_<size>`` for
+        the ``sam2.0_<size>`` sizes (plus ``.fp16``).
     video : bool
         Also export the memory components used for propagation.
 
@@ -190,5 +192,5 @@ def export_checkpoint(
     ExportResult
     """
     model = build_sam2_model(size, checkpoint, config=config, seed=seed)
-    stem = name or model_stem(size) + (".fp16" if fp16 else "")
+    stem = name or default_stem(size) + (".fp16" if fp16 else "")
     return export_onnx(model, out_dir, name=stem, size=size, fp16=fp16, video=video)

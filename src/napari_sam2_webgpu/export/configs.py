@@ -5,7 +5,9 @@ Pure Python: the names are resolved by sam2 only when a model is built.
 
 from __future__ import annotations
 
-__all__ = ["CONFIGS", "MICRO_OVERRIDES", "hydra_config"]
+from ..models.templates import SAM2_0_PREFIX
+
+__all__ = ["CONFIGS", "MICRO_OVERRIDES", "SAM2_0_PREFIX", "hydra_config"]
 
 #: Hydra config (inside the ``sam2`` package) of each model size.
 CONFIGS: dict[str, str] = {
@@ -15,7 +17,15 @@ CONFIGS: dict[str, str] = {
     "large": "configs/sam2.1/sam2.1_hiera_l.yaml",
     # Same graph as "tiny" with a much thinner, shallower Hiera trunk: fast tests only.
     "micro": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    # The original SAM2 (July 2024) checkpoints: same image graphs, but no temporal encoding of
+    # object pointers and no "no object" spatial embedding in memories.
+    SAM2_0_PREFIX + "tiny": "configs/sam2/sam2_hiera_t.yaml",
+    SAM2_0_PREFIX + "small": "configs/sam2/sam2_hiera_s.yaml",
+    SAM2_0_PREFIX + "base_plus": "configs/sam2/sam2_hiera_b+.yaml",
+    SAM2_0_PREFIX + "large": "configs/sam2/sam2_hiera_l.yaml",
+    SAM2_0_PREFIX + "micro": "configs/sam2/sam2_hiera_t.yaml",
 }
+
 
 #: Hydra overrides that turn the ``tiny`` config into ``micro``.
 MICRO_OVERRIDES: tuple[str, ...] = (
@@ -57,5 +67,5 @@ def hydra_config(size: str, config: str | None = None) -> tuple[str, list[str]]:
     """
     if size not in CONFIGS:
         raise ValueError(f"Unknown model size {size!r}; choose one of {sorted(CONFIGS)}.")
-    overrides = list(MICRO_OVERRIDES) if size == "micro" else []
+    overrides = list(MICRO_OVERRIDES) if size.endswith("micro") else []
     return config or CONFIGS[size], overrides

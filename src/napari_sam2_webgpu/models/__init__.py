@@ -91,6 +91,7 @@ from .resolve import (
     find_video_model,
     installed_export,
     installed_models,
+    installed_name,
     resolve_model,
 )
 from .settings import (
@@ -168,6 +169,7 @@ __all__ = [
     "get_spec",
     "installed_export",
     "installed_models",
+    "installed_name",
     "is_cached",
     "model_paths_from_files",
     "model_stem",

@@ -7,7 +7,9 @@ and one tensor at a time, never a whole model. The bytes written are those ``onn
 for the filled model, which is what the torch exporter writes from the same weights.
 
 Nothing is written when the state dict does not fit the size: :func:`check_state_dict` lists the
-missing and unexpected keys and the shapes that differ, and names the size that does fit.
+missing and unexpected keys and the shapes that differ, and names the size that does fit. A size
+covers SAM2.1 and the original SAM2 (2.0): :func:`pick_template` chooses the one the checkpoint
+fits.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ import numpy as np
 
 from .cache import new_hidden_file
 from .checkpoint import read_checkpoint, strip_prefix
-from .files import COMPONENTS, VideoModelPaths, component_filename
+from .files import COMPONENTS, VideoModelPaths, component_filename, model_stem
 from .templates import (
     CONSTANTS_FILE,
+    SAM2_0_PREFIX,
     TemplateIndex,
     TensorSource,
+    describe_template,
     load_index,
     template_sizes,
+    template_variants,
 )
 from .transfer import ProgressCallback
 
@@ -37,8 +42,10 @@ __all__ = [
     "ComponentWriter",
     "build_model",
     "check_state_dict",
+    "default_stem",
     "guess_size",
     "match_keys",
+    "pick_template",
 ]
 
 #: Progress is reported after this many bytes are written.
@@ -102,17 +109,63 @@ def guess_size(
     Returns
     -------
     str or None
+        A template name: a SAM2.1 size, or ``sam2.0_<size>`` for an original SAM2 checkpoint.
     """
     for size in template_sizes(folder):
-        if size == not_size:
-            continue
-        index = load_index(size, folder)
-        found = match_keys(list(state), index.keys)
-        if len(found) == len(index.keys) and all(
-            _shape_of(state, found[k]) == shape for k, (shape, _) in index.keys.items()
-        ):
+        if size != not_size and _fits(state, load_index(size, folder)):
             return size
     return None
+
+
+def _fits(state: Mapping[str, Any], index: TemplateIndex) -> bool:
+    found = match_keys(list(state), index.keys)
+    return (
+        len(found) == len(index.keys)
+        and len(set(found.values())) == len(state)
+        and all(_shape_of(state, found[k]) == shape for k, (shape, _) in index.keys.items())
+    )
+
+
+def pick_template(state: Mapping[str, Any], size: str, folder: Path | None = None) -> str:
+    """The template of ``size`` that ``state`` fits: SAM2.1's or the original SAM2's.
+
+    Parameters
+    ----------
+    state : mapping of str to array
+        A checkpoint's state dict.
+    size : str
+        A model size (``"tiny"``), or a template name (``"sam2.0_tiny"``) to use as is.
+    folder : Path, optional
+        Template folder; the package's own by default.
+
+    Returns
+    -------
+    str
+        The template name.
+
+    Raises
+    ------
+    ConversionError
+        The state dict fits neither; the message lists what differs from the SAM2.1 size.
+    ValueError
+        There is no template for ``size``.
+    """
+    variants = template_variants(size, folder)
+    for name in variants:
+        if _fits(state, load_index(name, folder)):
+            return name
+    check_state_dict(state, load_index(variants[0], folder), folder)  # raises, saying why
+    raise AssertionError("unreachable: check_state_dict accepted a state dict _fits refused")
+
+
+def default_stem(template: str) -> str:
+    """The file stem of a model built from ``template`` when the user gives no name.
+
+    Meta's own names: ``sam2.1_hiera_tiny`` for SAM2.1, ``sam2_hiera_tiny`` for SAM2 (2.0).
+    """
+    if template.startswith(SAM2_0_PREFIX):
+        return "sam2_hiera_" + template.removeprefix(SAM2_0_PREFIX)
+    return model_stem(template)
 
 
 def check_state_dict(
@@ -157,10 +210,12 @@ def check_state_dict(
         problems.append(f"{len(unexpected)} unexpected: {_listed(unexpected)}")
     if wrong:
         problems.append(f"{len(wrong)} of another shape: {_listed(wrong)}")
-    message = f"This checkpoint is not a SAM2.1 {index.size} model: " + "; ".join(problems) + "."
-    other = guess_size(state, folder, index.size) if wrong or missing else None
+    what = describe_template(index.size)
+    message = f"This checkpoint is not a {what} model: " + "; ".join(problems) + "."
+    other = guess_size(state, folder, index.size)
     if other is not None:
-        message += f" It fits the size {other!r}: convert it with that size."
+        base = other.removeprefix(SAM2_0_PREFIX)
+        message += f" It is a {describe_template(other)} model: convert it with --size {base}."
     raise ConversionError(message)
 
 
@@ -337,7 +392,8 @@ def build_model(
     checkpoint : path or mapping
         A ``.pt`` or ``.safetensors`` file (read without torch), or a state dict of arrays.
     size : str
-        The model size whose templates to fill.
+        The model size: its SAM2.1 or original SAM2 template is filled, whichever the checkpoint
+        fits (see :func:`pick_template`); or a template name such as ``"sam2.0_tiny"``.
     out_dir : path
         Where the files go (created if needed).
     stem : str
@@ -359,10 +415,12 @@ def build_model(
         The checkpoint does not fit the size; nothing was written.
     """
     folder = Path(templates) if templates is not None else None
-    index = load_index(size, folder)
+    load_index(size, folder)  # an unknown size fails before the checkpoint is read
     if isinstance(checkpoint, Mapping):
+        index = load_index(pick_template(checkpoint, size, folder), folder)
         return _build(checkpoint, index, folder, Path(out_dir), stem, progress)
     with read_checkpoint(checkpoint) as state:
+        index = load_index(pick_template(state, size, folder), folder)
         return _build(state, index, folder, Path(out_dir), stem, progress)
 
 

@@ -24,7 +24,9 @@ The video components:
 ``memory_encoder``
     ``image_embed``, ``mask_logits`` ``(1, 1, 256, 256)``, ``object_score_logits`` ``(1, 1)``
     and ``binarize`` ``(1,)`` (1: threshold the mask, as for clicked frames; 0: sigmoid) ->
-    ``maskmem_features`` ``(1, 64, h, w)``.
+    ``maskmem_features`` ``(1, 64, h, w)``. Models of the original SAM2 (2.0) have no "no
+    object" embedding in their memories, so their memory encoder has no
+    ``object_score_logits`` input (:data:`MEMORY_ENCODER_OPTIONAL_INPUTS`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "MEMORY_ATTENTION_INPUTS",
     "MEMORY_ATTENTION_OUTPUTS",
     "MEMORY_ENCODER_INPUTS",
+    "MEMORY_ENCODER_OPTIONAL_INPUTS",
     "MEMORY_ENCODER_OUTPUTS",
 ]
 
@@ -68,5 +71,7 @@ MEMORY_ATTENTION_INPUTS = ["image_embed", "memory", "memory_tpos", "obj_ptrs", "
 MEMORY_ATTENTION_OUTPUTS = ["conditioned_embed"]
 #: Inputs of the memory encoder.
 MEMORY_ENCODER_INPUTS = ["image_embed", "mask_logits", "object_score_logits", "binarize"]
+#: Inputs of :data:`MEMORY_ENCODER_INPUTS` a memory encoder may lack (SAM2.0 models).
+MEMORY_ENCODER_OPTIONAL_INPUTS = ("object_score_logits",)
 #: Outputs of the memory encoder.
 MEMORY_ENCODER_OUTPUTS = ["maskmem_features"]

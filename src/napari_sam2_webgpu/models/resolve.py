@@ -39,6 +39,7 @@ __all__ = [
     "find_video_model",
     "installed_export",
     "installed_models",
+    "installed_name",
     "resolve_model",
 ]
 
@@ -125,12 +126,20 @@ def installed_models(cache: Path | None = None) -> list[str]:
     if not folder.is_dir():
         return []
     names = set()
-    prefix = model_stem("")
     for path in folder.glob("*.encoder.onnx"):
         stem = path.name.removesuffix(".encoder.onnx")
         if all(p.is_file() for p in VideoModelPaths.in_folder(folder, stem).files):
-            names.add(stem.removeprefix(prefix) if stem.startswith(prefix) else stem)
+            names.add(installed_name(stem))
     return sorted(names)
+
+
+def installed_name(stem: str) -> str:
+    """The name a model installed under the file stem ``stem`` is chosen by.
+
+    ``sam2.1_hiera_<size>`` is ``<size>``; any other stem is its own name.
+    """
+    prefix = model_stem("")
+    return stem.removeprefix(prefix) if stem.startswith(prefix) else stem
 
 
 def find_video_model(size: str, cache: Path | None = None) -> VideoModelPaths:

@@ -12,7 +12,10 @@ ONNX's own ``external_data`` entries of the tensor:
     ``sha256``: a large constant that does not depend on the weights (rotary tables, sine
     position encodings), stored once for every size in ``constants.npz``.
 
-Small constants (shapes, scalars) stay inline. Each size also has ``<size>.json``: the state
+Small constants (shapes, scalars) stay inline. Templates are named by size: ``tiny``,
+``small``, ``base_plus`` and ``large`` are SAM2.1; ``sam2.0_<size>`` are the original SAM2
+checkpoints of July 2024 (:data:`SAM2_0_PREFIX`), whose tracking lacks two SAM2.1 additions and
+so whose state dicts and video graphs differ. Each template also has ``<size>.json``: the state
 dict it expects (every key with its shape and dtype) and its component files. Templates are
 generated from the torch exporter by :mod:`napari_sam2_webgpu.export.templates`; building from
 them (:mod:`.convert`) gives byte-for-byte the files the exporter writes for the same weights.
@@ -36,12 +39,15 @@ __all__ = [
     "COMPONENTS",
     "CONSTANTS_FILE",
     "CONSTANTS_LOCATION",
+    "SAM2_0_PREFIX",
     "TEMPLATE_DIR",
     "TEMPLATE_FORMAT",
     "TemplateIndex",
     "TensorSource",
+    "describe_template",
     "load_index",
     "template_sizes",
+    "template_variants",
 ]
 
 #: Where the templates of the shipped sizes live.
@@ -54,6 +60,8 @@ CHECKPOINT_LOCATION = "sam2-checkpoint"
 CONSTANTS_LOCATION = "constants"
 #: File holding the shared constants, by SHA-256 of their bytes.
 CONSTANTS_FILE = "constants.npz"
+#: Prefix of the templates (and export configs) of the original SAM2 (2.0) checkpoints.
+SAM2_0_PREFIX = "sam2.0_"
 
 
 @dataclass(frozen=True)
@@ -196,3 +204,32 @@ def template_sizes(folder: str | os.PathLike | None = None) -> list[str]:
     """Sizes that have templates in ``folder`` (the package's own by default)."""
     root = Path(folder) if folder is not None else TEMPLATE_DIR
     return sorted(p.stem for p in root.glob("*.json")) if root.is_dir() else []
+
+
+def template_variants(size: str, folder: str | os.PathLike | None = None) -> list[str]:
+    """The templates a checkpoint of ``size`` may fit: SAM2.1's, then the original SAM2's.
+
+    Parameters
+    ----------
+    size : str
+        A model size (``"tiny"``) or a template name (``"sam2.0_tiny"``, which is its own only
+        variant).
+    folder : path, optional
+        Template folder; the package's own by default.
+
+    Returns
+    -------
+    list of str
+        Template names that exist in ``folder``; ``[size]`` when none does (so that loading it
+        raises the error that lists what exists).
+    """
+    names = [size] if size.startswith(SAM2_0_PREFIX) else [size, SAM2_0_PREFIX + size]
+    known = set(template_sizes(folder))
+    return [n for n in names if n in known] or [size]
+
+
+def describe_template(name: str) -> str:
+    """How messages name a template: ``"SAM2.1 tiny"`` or ``"SAM2 (2.0) tiny"``."""
+    if name.startswith(SAM2_0_PREFIX):
+        return f"SAM2 (2.0) {name.removeprefix(SAM2_0_PREFIX)}"
+    return f"SAM2.1 {name}"

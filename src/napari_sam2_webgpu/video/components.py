@@ -11,7 +11,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..models.interface import MEMORY_ATTENTION_INPUTS, MEMORY_ENCODER_INPUTS
+from ..models.interface import (
+    MEMORY_ATTENTION_INPUTS,
+    MEMORY_ENCODER_INPUTS,
+    MEMORY_ENCODER_OPTIONAL_INPUTS,
+)
 from .memory import VideoConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,7 +77,8 @@ def check_components(
     if inputs != set(MEMORY_ATTENTION_INPUTS):  # the order of inputs does not matter
         raise ValueError(f"Not a memory-attention model (inputs {sorted(inputs)}).")
     inputs = {i.name for i in memory_encoder.get_inputs()}
-    if inputs != set(MEMORY_ENCODER_INPUTS):
+    required = set(MEMORY_ENCODER_INPUTS) - set(MEMORY_ENCODER_OPTIONAL_INPUTS)
+    if not required <= inputs <= set(MEMORY_ENCODER_INPUTS):
         raise ValueError(f"Not a memory-encoder model (inputs {sorted(inputs)}).")
     meta = dict(memory_attention.get_modelmeta().custom_metadata_map)
     if "video_config" not in meta:

@@ -66,6 +66,10 @@ class FrameTracker:
         self.decoder = decoder
         self.memory_attention = memory_attention
         self.memory_encoder = memory_encoder
+        # SAM2.0 memory encoders do not take the object score (no "no object" embedding).
+        self._memory_takes_score = "object_score_logits" in {
+            i.name for i in memory_encoder.get_inputs()
+        }
         self.config = config
         self.fill_hole_area = int(fill_hole_area)
         self.stage_seconds: dict[str, float] = {}
@@ -152,9 +156,10 @@ class FrameTracker:
         feeds = {
             "image_embed": emb.image_embed,
             "mask_logits": np.ascontiguousarray(low_res, dtype=np.float32),
-            "object_score_logits": np.array([[score]], dtype=np.float32),
             "binarize": np.array([1.0 if binarize else 0.0], dtype=np.float32),
         }
+        if self._memory_takes_score:
+            feeds["object_score_logits"] = np.array([[score]], dtype=np.float32)
         with self.timing("memory_encoder"):
             (features,) = run_bound(self.memory_encoder, feeds)
         return to_bfloat16(features[0])
