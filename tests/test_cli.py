@@ -530,13 +530,17 @@ def test_parser_has_every_subcommand_in_help_order():
 
     parser = build_parser()
     names = ["models", "download", "doctor", "segment", "propagate", "convert", "export", "bench"]
+    names += ["to-coco", "from-coco"]
     assert "{" + ",".join(names) + "}" in parser.format_help()
     required = {"segment": ["x.png", "--out", "o.npy"], "propagate": ["s.npy", "--frame", "0"]}
     required["propagate"] += ["--out", "o.npy"]
     required["convert"] = ["x.pt"]
+    required["to-coco"] = ["x.png", "--out", "o.json"]
+    required["from-coco"] = ["c.json", "--out-dir", "d"]
     for name in names:
         args = parser.parse_args([name, *required.get(name, [])])
-        assert args.command == name and args.func.__name__ == f"_cmd_{name}"
+        assert args.command == name
+        assert args.func.__name__ == f"_cmd_{name.replace('-', '_')}"
 
 
 def test_segment_and_propagate_share_prompt_model_and_output_options():
@@ -593,11 +597,30 @@ def test_convert_guesses_the_size_and_writes_to_a_folder(tiny_checkpoint, tmp_pa
     )
 
 
+def test_convert_takes_an_original_sam2_checkpoint(tmp_path, monkeypatch, capsys):
+    """A SAM2 (2.0) checkpoint is recognised by its keys and installed under Meta's name."""
+    from napari_sam2_webgpu.models import installed_models, resolve_model
+    from napari_sam2_webgpu.models.templates import load_index
+
+    state = {
+        k: np.zeros(shape, dtype) for k, (shape, dtype) in load_index("sam2.0_tiny").keys.items()
+    }
+    path = tmp_path / "sam2_hiera_tiny.pt"
+    path.write_bytes(safetensors_bytes(state))
+    monkeypatch.setenv(ENV_CACHE_DIR, str(tmp_path / "cache"))
+    assert main(["convert", str(path), "--install"]) == 0
+    assert "installed as 'sam2_hiera_tiny'" in capsys.readouterr().out
+    assert installed_models() == ["sam2_hiera_tiny"]
+    paths = resolve_model("sam2_hiera_tiny", video=True)
+    assert paths.encoder.name == "sam2_hiera_tiny.encoder.onnx"
+    assert main(["convert", str(path), "--size", "tiny", "--out", str(tmp_path / "o")]) == 0
+
+
 def test_convert_refuses_the_wrong_size_and_writes_nothing(tiny_checkpoint, tmp_path, capsys):
     code = main(["convert", str(tiny_checkpoint), "--size", "small", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 1
-    assert "not a SAM2.1 small model" in err and "fits the size 'tiny'" in err
+    assert "not a SAM2.1 small model" in err and "It is a SAM2.1 tiny model" in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
