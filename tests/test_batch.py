@@ -134,3 +134,11 @@ def test_stack_labels_are_written_as_a_stack(tmp_path):
     assert report.ok
     labels = read_image(item.output)
     assert labels.shape == (3, 10, 12) and labels.dtype == np.uint16
+
+
+def test_an_image_without_objects_gets_an_empty_label_image(tmp_path):
+    folder = write_images(tmp_path / "in", ["a.tif"])
+    report = run_batch(plan_batch(folder, tmp_path / "out"), lambda im, it: np.zeros_like(im))
+    assert report.ok
+    labels = read_image(report.written[0].output)
+    assert labels.dtype == np.uint8 and not labels.any()

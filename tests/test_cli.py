@@ -530,11 +530,13 @@ def test_parser_has_every_subcommand_in_help_order():
 
     parser = build_parser()
     names = ["models", "download", "doctor", "segment", "propagate", "convert", "export", "bench"]
+    names.insert(names.index("segment") + 1, "segment-all")
     names += ["to-coco", "from-coco"]
     assert "{" + ",".join(names) + "}" in parser.format_help()
     required = {"segment": ["x.png", "--out", "o.npy"], "propagate": ["s.npy", "--frame", "0"]}
     required["propagate"] += ["--out", "o.npy"]
     required["convert"] = ["x.pt"]
+    required["segment-all"] = ["x.png", "--out", "o.tif"]
     required["to-coco"] = ["x.png", "--out", "o.json"]
     required["from-coco"] = ["c.json", "--out-dir", "d"]
     for name in names:
@@ -657,3 +659,59 @@ def test_convert_refuses_a_pickle_that_runs_code(tmp_path, capsys):
     assert main(["convert", str(path), "--out", str(tmp_path / "o")]) == 1
     assert "refused" in capsys.readouterr().err
     assert not marker.exists()
+
+
+# -- segment-all: every object of every image, resumable (issue 11) ------------------------------
+
+# Random weights give noise masks: keep them all (no score cut-off, no duplicate removal).
+LOW_THRESHOLDS = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh"]
+LOW_THRESHOLDS += ["0", "--box-nms-thresh", "1"]
+
+
+def test_segment_all_folder_resumes_and_reports_bad_files(
+    model_args, micro_predictor, tmp_path, capsys
+):
+    """One label image per input (a stack slice by slice); a bad file fails alone; a second
+    run skips what exists; the labels are what the core's generator gives."""
+    import tifffile
+
+    from napari_sam2_webgpu.image.automatic import AutomaticMaskGenerator, masks_to_labels
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = blob_image(H, W, seed=3)
+    tifffile.imwrite(folder / "a.tif", image)
+    tifffile.imwrite(folder / "s.tif", np.stack([image[..., 0], image[..., 1]]))
+    (folder / "b.tif").write_bytes(b"broken")
+    out = tmp_path / "out"
+    args = ["segment-all", str(folder), "--out", str(out), *model_args, *LOW_THRESHOLDS]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "2 written, 0 skipped, 1 failed" in err and "b.tif" in err
+    labels = tifffile.imread(out / "a_labels.tif")
+    generator = AutomaticMaskGenerator(
+        micro_predictor,
+        points_per_side=4,
+        pred_iou_thresh=0,
+        stability_score_thresh=0,
+        box_nms_thresh=1,
+    )
+    expected = masks_to_labels(generator.generate(image), (H, W))
+    assert expected.max() > 1, "random weights found nothing: the test would say nothing"
+    np.testing.assert_array_equal(labels, expected)
+    stack = tifffile.imread(out / "s_labels.tif")
+    assert stack.shape == (2, H, W)
+    ids = [set(np.unique(s)) - {0} for s in stack]
+    assert ids[0] and ids[1] and not ids[0] & ids[1]  # unique through the stack
+    (folder / "b.tif").unlink()
+    assert main(args) == 0  # all done: nothing recomputed, no model loaded
+    assert "2 images, 2 done already" in capsys.readouterr().err
+
+
+def test_segment_all_refuses_a_file_out_for_a_folder(model_args, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    np.save(folder / "a.npy", blob_image(H, W))
+    np.save(folder / "b.npy", blob_image(H, W))
+    code = main(["segment-all", str(folder), "--out", str(tmp_path / "x.tif"), *model_args])
+    assert code == 1 and "give a folder" in capsys.readouterr().err

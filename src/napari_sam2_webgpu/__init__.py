@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["Sam2Predictor", "Sam2Propagator", "__version__"]
+__all__ = ["AutomaticMaskGenerator", "Sam2Predictor", "Sam2Propagator", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .image import Sam2Predictor
+    from .image import AutomaticMaskGenerator, Sam2Predictor
     from .video import Sam2Propagator
 
 
@@ -23,6 +23,10 @@ def __getattr__(name: str):
         from .image import Sam2Predictor
 
         return Sam2Predictor
+    if name == "AutomaticMaskGenerator":
+        from .image import AutomaticMaskGenerator
+
+        return AutomaticMaskGenerator
     if name == "Sam2Propagator":
         from .video import Sam2Propagator
 

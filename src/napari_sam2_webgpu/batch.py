@@ -209,7 +209,7 @@ def run_batch(
                 labels = np.asarray(segment(image, item))
                 check_label_output(
                     item.output,
-                    max_label=int(labels.max(initial=0)),
+                    max_label=max(1, int(labels.max(initial=0))),  # no object: still a file
                     inputs=inputs,
                     overwrite=True,
                     stack=labels.ndim > 2,
@@ -233,4 +233,4 @@ def run_batch(
 def _smallest_dtype(labels: np.ndarray) -> np.ndarray:
     if labels.size and labels.min() < 0:
         raise ImageFileError("Negative labels cannot be written.")
-    return labels.astype(label_dtype(int(labels.max(initial=0))), copy=False)
+    return labels.astype(label_dtype(max(1, int(labels.max(initial=0)))), copy=False)

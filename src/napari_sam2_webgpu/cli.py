@@ -275,6 +275,76 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment_all_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "points_per_side": args.points_per_side,
+        "points_per_batch": args.points_per_batch,
+        "pred_iou_thresh": args.pred_iou_thresh,
+        "stability_score_thresh": args.stability_score_thresh,
+        "box_nms_thresh": args.box_nms_thresh,
+        "crop_n_layers": args.crop_n_layers,
+        "min_mask_region_area": args.min_area,
+        "use_m2m": args.m2m,
+    }
+
+
+def _segment_stack(image: np.ndarray, segment: Any) -> np.ndarray:
+    """Each slice of a stack on its own; ids stay unique through the stack (offset per slice)."""
+    from .imagefiles import MAX_LABEL
+
+    out = np.zeros(image.shape[:3], np.uint32)
+    offset = 0
+    for z in range(image.shape[0]):
+        labels = segment(image[z])
+        if offset + int(labels.max(initial=0)) > MAX_LABEL:
+            raise CommandError(f"more than {MAX_LABEL} objects in the stack")
+        out[z] = np.where(labels > 0, labels.astype(np.int64) + offset, 0)
+        offset += int(labels.max(initial=0))
+    return out
+
+
+def _cmd_segment_all(args: argparse.Namespace) -> int:
+    from .batch import plan_batch, run_batch
+    from .image.automatic import AutomaticMaskGenerator, masks_to_labels
+
+    _check_model_args(args)
+    if not args.encoder:
+        from .models import check_size
+
+        check_size(args.model)
+    items = plan_batch(args.input, args.out)
+    todo = [i for i in items if args.overwrite or not i.output.exists()]
+    print(f"{len(items)} images, {len(items) - len(todo)} done already", file=sys.stderr)
+    if not todo:
+        return 0
+    predictor = _load_predictor(args)
+    print(f"model {predictor.name} on {predictor.backend_info.describe()}", file=sys.stderr)
+    generator = AutomaticMaskGenerator(predictor, **_segment_all_params(args))
+
+    def segment_image(image: np.ndarray) -> np.ndarray:
+        records = generator.generate(image, contrast_limits=args.contrast)
+        return masks_to_labels(records, image.shape[:2], order=args.order)
+
+    def segment(image: np.ndarray, item: Any) -> np.ndarray:
+        # A 3D array whose last axis is not 1, 3 or 4 channels is a stack of slices; 4D is a
+        # stack of RGB(A) slices.
+        stack = image.ndim == 4 or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4))
+        return _segment_stack(image, segment_image) if stack else segment_image(image)
+
+    def report(done: int, total: int, item: Any, status: str) -> None:
+        print(f"[{done}/{total}] {item.source} -> {item.output}: {status}", file=sys.stderr)
+
+    result = run_batch(items, segment, overwrite=args.overwrite, on_item=report)
+    print(
+        f"{len(result.written)} written, {len(result.skipped)} skipped, "
+        f"{len(result.failed)} failed",
+        file=sys.stderr,
+    )
+    for item, reason in result.failed:
+        print(f"failed: {item.source}: {reason}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_checkpoint
 
@@ -508,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_download_command,
         _add_doctor_command,
         _add_segment_command,
+        _add_segment_all_command,
         _add_propagate_command,
         _add_convert_command,
         _add_export_command,
@@ -618,6 +689,48 @@ def _add_segment_command(subcommands: Any) -> None:
     )
     _add_output_options(p, "output label image (.tif, .png, .npy)")
     p.set_defaults(func=_cmd_segment)
+
+
+def _add_segment_all_command(subcommands: Any) -> None:
+    p = subcommands.add_parser(
+        "segment-all",
+        help="find every object (automatic instance segmentation) in images, stacks or folders",
+    )
+    p.add_argument(
+        "input",
+        help="an image or stack file, a folder (its image files), or a quoted glob pattern",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="a label file for one input, else a folder (<name>_labels.tif per input)",
+    )
+    _add_model_options(
+        p,
+        "model size (default tiny) or the name of an installed model",
+        "custom encoder ONNX (with --decoder)",
+    )
+    p.add_argument("--contrast", type=_contrast, metavar="LOW,HIGH", help="intensity window")
+    p.add_argument("--points-per-side", type=int, default=32, help="grid of point prompts")
+    p.add_argument("--points-per-batch", type=int, default=64, help="points per decoder run")
+    p.add_argument("--pred-iou-thresh", type=float, default=0.8, help="predicted IoU cut-off")
+    p.add_argument(
+        "--stability-score-thresh", type=float, default=0.95, help="stability score cut-off"
+    )
+    p.add_argument("--box-nms-thresh", type=float, default=0.7, help="box IoU for duplicates")
+    p.add_argument("--crop-n-layers", type=int, default=0, help="run again on 4^n crops")
+    p.add_argument(
+        "--min-area", type=int, default=0, help="remove islands and fill holes up to this area"
+    )
+    p.add_argument("--m2m", action="store_true", help="refine each mask with a second pass")
+    p.add_argument(
+        "--order",
+        choices=("area", "score"),
+        default="area",
+        help="where masks overlap: the smaller (area) or the higher-scoring (score) wins",
+    )
+    p.add_argument("--overwrite", action="store_true", help="recompute outputs that exist")
+    p.set_defaults(func=_cmd_segment_all)
 
 
 def _add_propagate_command(subcommands: Any) -> None:

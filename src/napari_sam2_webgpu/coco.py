@@ -259,18 +259,22 @@ def _counts_of_columns(columns: np.ndarray, before: int, total: int) -> list[int
     return counts
 
 
-def encode_rle(mask: np.ndarray) -> dict[str, Any]:
-    """Encode a 2D mask as a compressed COCO RLE, like ``pycocotools.mask.encode``.
+def encode_rle(mask: np.ndarray, *, compressed: bool = True) -> dict[str, Any]:
+    """Encode a 2D mask as a COCO RLE, like ``pycocotools.mask.encode``.
 
     Parameters
     ----------
     mask : numpy.ndarray
         2D, nonzero pixels are the object.
+    compressed : bool
+        pycocotools' string form of the counts (default), or the plain list of run lengths
+        (COCO's "uncompressed RLE", as SAM2's ``uncompressed_rle`` output mode writes it).
 
     Returns
     -------
     dict
-        ``{"size": [height, width], "counts": str}``.
+        ``{"size": [height, width], "counts": str or list of int}``; runs alternate background
+        and object in column-major order, starting with background.
 
     Raises
     ------
@@ -287,7 +291,7 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
         raise CocoError(f"A mask must be a non-empty 2D array, got shape {mask.shape}")
     height, width = mask.shape
     counts = _counts_of_columns(mask != 0, 0, height * width)
-    return {"size": [height, width], "counts": rle_to_string(counts)}
+    return {"size": [height, width], "counts": rle_to_string(counts) if compressed else counts}
 
 
 def _rle_counts(segmentation: Mapping[str, Any], height: int, width: int, where: str) -> list[int]:

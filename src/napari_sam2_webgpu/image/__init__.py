@@ -14,6 +14,10 @@ The modules, each using only the public names of the ones above it in this list:
                           device memory, warm-up, where clicks decode
 :mod:`.masks`             decoder outputs -> masks, scores and logits; embedding checks
 :mod:`.predictor`         :class:`Sam2Predictor`, the ``SAM2ImagePredictor``-shaped facade
+:mod:`.mask_geometry`     point grids, crop boxes, box NMS, small-region filling (numpy)
+:mod:`.automatic`         segment everything: :class:`AutomaticMaskGenerator` (SAM2's
+                          automatic mask generator), :func:`masks_to_labels`,
+                          :func:`segment_all`
 ========================  ==================================================================
 
 Nothing here imports napari, Qt or ``onnxruntime`` at import time; sessions come from
@@ -22,6 +26,12 @@ Nothing here imports napari, Qt or ``onnxruntime`` at import time; sessions come
 
 from __future__ import annotations
 
+from .automatic import (
+    AutomaticMaskGenerator,
+    SegmentationCancelled,
+    masks_to_labels,
+    segment_all,
+)
 from .decoder import DECODER_INPUTS, PromptDecoder, TrackedMask
 from .embedding_cache import EmbeddingCache, EmbeddingKey
 from .encoder import ENCODER_INPUT, ENCODER_OUTPUTS, ImageEmbedding, ImageEncoder
@@ -35,6 +45,7 @@ __all__ = [
     "ENCODER_OUTPUTS",
     "LOW_RES",
     "MODEL_SIZE",
+    "AutomaticMaskGenerator",
     "EmbeddingCache",
     "EmbeddingKey",
     "ImageEmbedding",
@@ -43,8 +54,11 @@ __all__ = [
     "PromptDecoder",
     "PromptError",
     "Sam2Predictor",
+    "SegmentationCancelled",
     "TrackedMask",
     "check_image",
     "check_prompts",
+    "masks_to_labels",
     "prepare_image",
+    "segment_all",
 ]

@@ -1,0 +1,703 @@
+"""Segment everything: SAM2's automatic mask generator on our predictor, and instance labels.
+
+:class:`AutomaticMaskGenerator` reproduces the official
+``sam2.automatic_mask_generator.SAM2AutomaticMaskGenerator`` (same parameters, defaults and
+records) on a :class:`~napari_sam2_webgpu.image.predictor.Sam2Predictor`: a grid of single-point
+prompts over the image (and over overlapping crops of it), decoded ``points_per_batch`` at a
+time through the decoder's batch dimension, then filtered by predicted IoU and stability score
+and de-duplicated by box non-maximum suppression. :func:`masks_to_labels` turns the records
+into a label image without overlaps, and :func:`segment_all` does both.
+
+Pure Python + numpy/scipy: nothing here imports napari, Qt or torch.
+
+>>> labels, records = segment_all(predictor, image, points_per_side=16)  # doctest: +SKIP
+
+Differences from the official generator, all deliberate:
+
+- an image without contrast (every pixel equal) or smaller than
+  :data:`~napari_sam2_webgpu.image.preprocess.MIN_SIDE` pixels on a side has nothing to
+  segment: no masks, and a logged message, instead of noise masks or an error;
+- crops of the image are encoded with the whole image's intensity range, so every crop sees
+  the same contrast (uint8 images: identical to the official code);
+- masks are kept cropped to their boxes between the steps, never as full-size float logits,
+  so memory grows with the objects found rather than with ``points_per_batch`` x image size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ..coco import decode_rle, encode_rle
+from .mask_geometry import (
+    batched_mask_to_box,
+    box_nms,
+    fill_small_regions,
+    generate_crop_boxes,
+    layer_point_grids,
+)
+from .postprocess import LOGIT_CLAMP, to_model_coords, upsample_logits
+from .predictor import Sam2Predictor
+from .preprocess import MIN_SIDE, ImageError, check_image, intensity_range
+
+__all__ = [
+    "AutomaticMaskGenerator",
+    "SegmentationCancelled",
+    "masks_to_labels",
+    "segment_all",
+]
+
+logger = logging.getLogger("napari_sam2_webgpu")
+
+#: ``progress(done, total)``: called once before the first decoder batch and after each one.
+ProgressCallback = Callable[[int, int], None]
+#: A callable polled before every decoder batch (True: stop), or a :class:`threading.Event`.
+CancelHook = Callable[[], bool] | threading.Event
+
+#: Forms of a record's ``segmentation`` (the official generator's ``output_mode`` values).
+OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+#: Masks whose box comes this close (pixels) to a crop's inner edge are dropped (official).
+_CROP_EDGE_TOLERANCE = 20.0
+#: Float32 logits upsampled at once, at most (64 MiB): bounds memory on large images.
+_UPSAMPLE_PIXELS = 1 << 24
+
+
+class SegmentationCancelled(RuntimeError):
+    """Raised by :meth:`AutomaticMaskGenerator.generate` when its ``cancelled`` hook fires."""
+
+
+# -- the generator -----------------------------------------------------------------------------
+@dataclass
+class _Candidates:
+    """Masks between the steps: boxes in the image frame, each mask cropped to its box."""
+
+    boxes: np.ndarray  # (N, 4) int64, x0, y0, x1, y1 inclusive, image frame
+    patches: list[np.ndarray]  # N boolean arrays, each the mask inside its box
+    iou: np.ndarray  # (N,) float32
+    stability: np.ndarray  # (N,) float32
+    points: np.ndarray  # (N, 2) float32, image frame
+    crop_boxes: np.ndarray  # (N, 4) int64, x0, y0, x1, y1 exclusive
+
+    @classmethod
+    def empty(cls) -> _Candidates:
+        return cls(
+            np.zeros((0, 4), np.int64),
+            [],
+            np.zeros(0, np.float32),
+            np.zeros(0, np.float32),
+            np.zeros((0, 2), np.float32),
+            np.zeros((0, 4), np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def take(self, index: np.ndarray) -> _Candidates:
+        index = np.asarray(index, dtype=np.intp)
+        return _Candidates(
+            self.boxes[index],
+            [self.patches[i] for i in index],
+            self.iou[index],
+            self.stability[index],
+            self.points[index],
+            self.crop_boxes[index],
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[_Candidates]) -> _Candidates:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        return cls(
+            np.concatenate([p.boxes for p in parts]),
+            [patch for p in parts for patch in p.patches],
+            np.concatenate([p.iou for p in parts]),
+            np.concatenate([p.stability for p in parts]),
+            np.concatenate([p.points for p in parts]),
+            np.concatenate([p.crop_boxes for p in parts]),
+        )
+
+    def full_mask(self, i: int, image_hw: tuple[int, int]) -> np.ndarray:
+        x0, y0, x1, y1 = (int(v) for v in self.boxes[i])
+        mask = np.zeros(image_hw, dtype=bool)
+        mask[y0 : y1 + 1, x0 : x1 + 1] = self.patches[i]
+        return mask
+
+
+def _xywh(box: Sequence[float]) -> list[float]:
+    # As the official box_xyxy_to_xywh: width and height are x1 - x0, y1 - y0 (so a mask box,
+    # whose x1, y1 are inclusive, is one pixel narrower than the mask).
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+def _is_cancelled(cancelled: CancelHook | None) -> bool:
+    if cancelled is None:
+        return False
+    if isinstance(cancelled, threading.Event):
+        return cancelled.is_set()
+    return bool(cancelled())
+
+
+class AutomaticMaskGenerator:
+    """Find every object of an image: SAM2's ``SAM2AutomaticMaskGenerator`` on ONNX Runtime.
+
+    Prompts the model with a grid of points over the image (and, with ``crop_n_layers``, over
+    overlapping crops of it), keeps the masks the model is confident about and that are stable
+    under changes of the binarisation threshold, and removes duplicates by box non-maximum
+    suppression. Parameters, defaults and results are the official generator's.
+
+    Parameters
+    ----------
+    predictor : Sam2Predictor
+        Encodes the image (and crops) and decodes the point prompts; its current image is
+        neither needed nor changed.
+    points_per_side : int or None
+        Points along each side of the grid (``points_per_side**2`` prompts). ``None`` when
+        ``point_grids`` is given.
+    points_per_batch : int
+        Points decoded by one decoder run (its batch dimension). More is faster, up to memory.
+    pred_iou_thresh : float
+        Keep masks whose predicted IoU exceeds this (0 keeps all).
+    stability_score_thresh : float
+        Keep masks whose stability score is at least this (0 keeps all).
+    stability_score_offset : float
+        Logit shift used for the stability score: the IoU of the masks thresholded at
+        ``mask_threshold + offset`` and ``mask_threshold - offset``.
+    mask_threshold : float
+        Logit threshold of the masks.
+    box_nms_thresh : float
+        Box IoU above which the less confident of two masks of a crop is dropped.
+    crop_n_layers : int
+        Run again on crops: layer ``i`` has ``(2**i)**2`` crops. 0 is the whole image only.
+    crop_nms_thresh : float
+        Box IoU above which duplicates between crops are dropped (smaller crops win).
+    crop_overlap_ratio : float
+        Overlap of first-layer crops, as a fraction of the image's short side.
+    crop_n_points_downscale_factor : int
+        Layer ``i`` uses ``points_per_side / factor**i`` points a side.
+    point_grids : list of numpy.ndarray, optional
+        Explicit ``(N, 2)`` point grids in ``[0, 1]`` (x, y), one per crop layer; exclusive with
+        ``points_per_side``.
+    min_mask_region_area : int
+        When > 0, fill holes and remove islands of at most this area, as SAM2 does: on the
+        decoder's 256 x 256 logits, so the area is in those pixels (one of them covers about
+        ``(H / 256) * (W / 256)`` image pixels).
+    output_mode : {"binary_mask", "uncompressed_rle", "coco_rle"}
+        Form of each record's ``segmentation``: a boolean ``(H, W)`` array, or COCO's
+        uncompressed RLE, or its compressed string form (pycocotools' ``encode``), see
+        :func:`napari_sam2_webgpu.coco.encode_rle`.
+    use_m2m : bool
+        Refine each mask with a second decoder run that takes its logits as mask prompt.
+    multimask_output : bool
+        Three masks per point (else SAM2's single, stability-checked mask).
+
+    Raises
+    ------
+    ValueError
+        Both or neither of ``points_per_side`` and ``point_grids``, too few point grids for
+        ``crop_n_layers``, or an unknown ``output_mode``.
+
+    Examples
+    --------
+    >>> generator = AutomaticMaskGenerator(predictor, points_per_side=16)  # doctest: +SKIP
+    >>> records = generator.generate(image)                                # doctest: +SKIP
+    >>> labels = masks_to_labels(records, image.shape[:2])                 # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        predictor: Sam2Predictor,
+        points_per_side: int | None = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.8,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        mask_threshold: float = 0.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: Sequence[np.ndarray] | None = None,
+        min_mask_region_area: int = 0,
+        output_mode: Literal["binary_mask", "uncompressed_rle", "coco_rle"] = "binary_mask",
+        use_m2m: bool = False,
+        multimask_output: bool = True,
+    ) -> None:
+        if (points_per_side is None) == (point_grids is None):
+            raise ValueError("Give exactly one of points_per_side and point_grids.")
+        if points_per_side is not None:
+            if points_per_side < 1:
+                raise ValueError(f"points_per_side must be at least 1, got {points_per_side}.")
+            grids = layer_point_grids(
+                points_per_side, crop_n_layers, crop_n_points_downscale_factor
+            )
+        else:
+            grids = [np.asarray(g, dtype=np.float64).reshape(-1, 2) for g in point_grids]
+            if len(grids) < crop_n_layers + 1:
+                raise ValueError(
+                    f"point_grids has {len(grids)} grid(s); crop_n_layers={crop_n_layers} "
+                    f"needs {crop_n_layers + 1} (one per layer, the whole image first)."
+                )
+        if output_mode not in OUTPUT_MODES:
+            raise ValueError(
+                f"output_mode must be one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}."
+            )
+        if points_per_batch < 1:
+            raise ValueError(f"points_per_batch must be at least 1, got {points_per_batch}.")
+        self.predictor = predictor
+        self.point_grids = grids
+        self.points_per_batch = int(points_per_batch)
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.mask_threshold = mask_threshold
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+        self.use_m2m = use_m2m
+        self.multimask_output = multimask_output
+
+    # -- public -----------------------------------------------------------------------------
+    def generate(
+        self,
+        image: np.ndarray,
+        *,
+        contrast_limits: Sequence[float] | None = None,
+        rgb: bool | None = None,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelHook | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every mask found in ``image``, as the official generator's records.
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            ``(H, W)`` grayscale or ``(H, W, C)`` with C in 1, 3, 4; any integer or float dtype
+            (as :meth:`Sam2Predictor.set_image` takes it).
+        contrast_limits : (float, float), optional
+            Intensities mapped to black and white, for the image and every crop; see
+            :func:`~napari_sam2_webgpu.image.preprocess.intensity_range` for the default.
+        rgb : bool, optional
+            Whether a 3D array is channels-last colour (napari's ``layer.rgb``).
+        progress : callable, optional
+            ``progress(done, total)`` in decoder batches: once with ``done=0``, then after
+            every batch.
+        cancelled : callable or threading.Event, optional
+            Polled before each encode and decoder batch; when it returns True (or the event is
+            set), :class:`SegmentationCancelled` is raised.
+
+        Returns
+        -------
+        list of dict
+            One record per mask, best first within each crop: ``segmentation`` (boolean
+            ``(H, W)`` or RLE, see ``output_mode``), ``area`` (pixels), ``bbox`` (``x, y, w,
+            h``), ``predicted_iou``, ``point_coords`` (``[[x, y]]``, the prompt),
+            ``stability_score`` and ``crop_box`` (``x, y, w, h``). Empty for an image without
+            contrast or smaller than 8 pixels on a side.
+
+        Raises
+        ------
+        ImageError
+            The image is empty (0 pixels), not an image (wrong dtype or dimensions), or has no
+            finite value. ``ImageError`` is a ``ValueError``.
+        SegmentationCancelled
+            ``cancelled`` fired.
+        """
+        hw = self._check(image, rgb)
+        if hw is None:
+            if progress is not None:
+                progress(0, 0)
+            return []
+        data = self._generate_masks(image, hw, contrast_limits, rgb, progress, cancelled)
+        return self._records(data, hw)
+
+    # -- steps ------------------------------------------------------------------------------
+    @staticmethod
+    def _check(image: np.ndarray, rgb: bool | None) -> tuple[int, int] | None:
+        """``(H, W)``, or None (with a logged reason) when there is nothing to segment."""
+        if isinstance(image, np.ndarray) and image.ndim in (2, 3) and image.size > 0:
+            height, width = image.shape[:2]
+            if min(height, width) < MIN_SIDE:
+                # Validate everything else on a stand-in of the smallest size.
+                check_image(np.zeros((MIN_SIDE, MIN_SIDE, *image.shape[2:]), image.dtype), rgb=rgb)
+                logger.info(
+                    "segment all: the image is %d x %d pixels, too small to segment "
+                    "(at least %d a side): no masks",
+                    height,
+                    width,
+                    MIN_SIDE,
+                )
+                return None
+        height, width, channels = check_image(image, rgb=rgb)
+        plain = image[..., :3] if channels == 4 else image  # alpha is dropped, as in encoding
+        flat = plain.reshape(height * width, -1)
+        if flat.dtype.kind == "f" and not np.all(np.isfinite(flat)):
+            if not np.any(np.isfinite(flat)):
+                raise ImageError("The image has no finite value (all NaN or infinite).")
+            return height, width
+        if np.all(flat.min(axis=0) == flat.max(axis=0)):
+            logger.info("segment all: the image is constant (no contrast): no masks")
+            return None
+        return height, width
+
+    def _generate_masks(
+        self,
+        image: np.ndarray,
+        hw: tuple[int, int],
+        contrast_limits: Sequence[float] | None,
+        rgb: bool | None,
+        progress: ProgressCallback | None,
+        cancelled: CancelHook | None,
+    ) -> _Candidates:
+        plain = image[..., :3] if image.ndim == 3 and image.shape[-1] == 4 else image
+        limits = intensity_range(plain, contrast_limits)
+        crop_boxes, layers = generate_crop_boxes(hw, self.crop_n_layers, self.crop_overlap_ratio)
+        per_crop = [math.ceil(len(self.point_grids[i]) / self.points_per_batch) for i in layers]
+        counter = _Progress(sum(per_crop), progress)
+        crops = []
+        for crop_box, layer, n_batches in zip(crop_boxes, layers, per_crop, strict=True):
+            crops.append(
+                self._process_crop(
+                    image, crop_box, layer, hw, limits, rgb, counter, n_batches, cancelled
+                )
+            )
+        data = _Candidates.concat(crops)
+        if len(crop_boxes) > 1 and len(data):
+            # Duplicates between crops: masks of smaller crops win.
+            crop_areas = (data.crop_boxes[:, 2] - data.crop_boxes[:, 0]) * (
+                data.crop_boxes[:, 3] - data.crop_boxes[:, 1]
+            )
+            scores = 1.0 / crop_areas.astype(np.float32)
+            data = data.take(box_nms(data.boxes, scores, self.crop_nms_thresh))
+        return data
+
+    def _process_crop(
+        self,
+        image: np.ndarray,
+        crop_box: list[int],
+        layer: int,
+        hw: tuple[int, int],
+        limits: tuple[float, float],
+        rgb: bool | None,
+        counter: _Progress,
+        n_batches: int,
+        cancelled: CancelHook | None,
+    ) -> _Candidates:
+        x0, y0, x1, y1 = crop_box
+        crop_hw = (y1 - y0, x1 - x0)
+        if min(crop_hw) < MIN_SIDE:  # only crops of tiny images: nothing to see
+            counter.advance(n_batches)
+            return _Candidates.empty()
+        if _is_cancelled(cancelled):
+            raise SegmentationCancelled("Segmentation cancelled.")
+        embedding = self.predictor.compute_embedding(
+            image[y0:y1, x0:x1], contrast_limits=limits, rgb=rgb
+        )
+        # Grid points in crop pixels, float32 as the official code keeps them.
+        points = (self.point_grids[layer] * np.array(crop_hw[::-1])[None]).astype(np.float32)
+        parts = []
+        for start in range(0, len(points), self.points_per_batch):
+            if _is_cancelled(cancelled):
+                raise SegmentationCancelled("Segmentation cancelled.")
+            batch = points[start : start + self.points_per_batch]
+            parts.append(self._process_batch(embedding, batch, crop_box, crop_hw, hw))
+            counter.advance(1)
+        data = _Candidates.concat(parts)
+        if not len(data):
+            return data
+        # Duplicates within the crop: the higher predicted IoU wins.
+        data = data.take(box_nms(data.boxes, data.iou, self.box_nms_thresh))
+        data.points = data.points + np.array([x0, y0], dtype=np.float32)
+        data.crop_boxes = np.tile(np.array(crop_box, dtype=np.int64), (len(data), 1))
+        data.boxes = data.boxes + np.array([x0, y0, x0, y0])
+        return data
+
+    def _decode(
+        self, embedding: Any, points: np.ndarray, crop_hw: tuple[int, int], mask_input: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Logits ``(B, K, 256, 256)`` and scores ``(B, K)`` of one point each, in one run."""
+        decoder = self.predictor.decoder
+        coords = to_model_coords(points[:, None, :], crop_hw)
+        labels = np.ones(coords.shape[:2], dtype=np.float32)
+        feeds = decoder.model_feeds(embedding, coords, labels, mask_input)
+        multimask = self.multimask_output and mask_input is None
+        return decoder.select(decoder.run(feeds), multimask)
+
+    def _process_batch(
+        self,
+        embedding: Any,
+        points: np.ndarray,
+        crop_box: list[int],
+        crop_hw: tuple[int, int],
+        hw: tuple[int, int],
+    ) -> _Candidates:
+        logits, iou = self._decode(embedding, points, crop_hw, None)
+        n_masks = logits.shape[1]
+        logits = logits.reshape(-1, *logits.shape[-2:])
+        iou = iou.reshape(-1).astype(np.float32)
+        points = np.repeat(points, n_masks, axis=0)
+        if self.use_m2m:
+            # One refinement step: each mask's own (clamped) logits as the mask prompt.
+            low_res = np.clip(logits, -LOGIT_CLAMP, LOGIT_CLAMP)[:, None]
+            refined = []
+            for start in range(0, len(points), self.points_per_batch):
+                stop = start + self.points_per_batch
+                refined.append(
+                    self._decode(embedding, points[start:stop], crop_hw, low_res[start:stop])
+                )
+            logits = np.concatenate([r[0][:, 0] for r in refined])
+            iou = np.concatenate([r[1][:, 0] for r in refined]).astype(np.float32)
+        if self.pred_iou_thresh > 0.0:
+            keep = iou > self.pred_iou_thresh
+            logits, iou, points = logits[keep], iou[keep], points[keep]
+        logits = fill_small_regions(logits, self.min_mask_region_area)
+        return self._binarise(logits, iou, points, crop_box, crop_hw, hw)
+
+    def _binarise(
+        self,
+        logits: np.ndarray,
+        iou: np.ndarray,
+        points: np.ndarray,
+        crop_box: list[int],
+        crop_hw: tuple[int, int],
+        hw: tuple[int, int],
+    ) -> _Candidates:
+        """Upsample, score stability, threshold, box and drop masks cut by the crop's edge."""
+        t, offset = self.mask_threshold, self.stability_score_offset
+        step = max(1, _UPSAMPLE_PIXELS // (crop_hw[0] * crop_hw[1]))
+        parts = []
+        for start in range(0, len(logits), step):
+            up = upsample_logits(logits[start : start + step], crop_hw)
+            inner = np.count_nonzero(up > t + offset, axis=(1, 2))
+            outer = np.count_nonzero(up > t - offset, axis=(1, 2))
+            # 0/0 is NaN officially, which fails every threshold > 0 and passes 0: so does 0.
+            stability = (inner / np.maximum(outer, 1)).astype(np.float32)
+            keep = np.arange(len(up))
+            if self.stability_score_thresh > 0.0:
+                keep = np.flatnonzero(stability >= self.stability_score_thresh)
+            masks = up[keep] > t
+            del up
+            boxes = batched_mask_to_box(masks)
+            keep_edge = ~_near_crop_edge(boxes, crop_box, hw)
+            masks, boxes, keep = masks[keep_edge], boxes[keep_edge], keep[keep_edge]
+            patches = [
+                m[by0 : by1 + 1, bx0 : bx1 + 1].copy()
+                for m, (bx0, by0, bx1, by1) in zip(masks, boxes, strict=True)
+            ]
+            index = start + keep
+            parts.append(
+                _Candidates(
+                    boxes,
+                    patches,
+                    iou[index],
+                    stability[keep],
+                    points[index],
+                    np.zeros((len(keep), 4), np.int64),
+                )
+            )
+        return _Candidates.concat(parts)
+
+    def _records(self, data: _Candidates, hw: tuple[int, int]) -> list[dict[str, Any]]:
+        records = []
+        for i in range(len(data)):
+            mask = data.full_mask(i, hw)
+            if self.output_mode == "binary_mask":
+                segmentation = mask
+            else:
+                segmentation = encode_rle(mask, compressed=self.output_mode == "coco_rle")
+            records.append(
+                {
+                    "segmentation": segmentation,
+                    "area": int(np.count_nonzero(data.patches[i])),
+                    "bbox": _xywh(data.boxes[i]),
+                    "predicted_iou": float(data.iou[i]),
+                    "point_coords": [[float(v) for v in data.points[i]]],
+                    "stability_score": float(data.stability[i]),
+                    "crop_box": _xywh(data.crop_boxes[i]),
+                }
+            )
+        return records
+
+
+def _near_crop_edge(boxes: np.ndarray, crop_box: list[int], hw: tuple[int, int]) -> np.ndarray:
+    """Masks touching an edge of the crop (crop frame boxes) that is not an edge of the image."""
+    x0, y0 = crop_box[:2]
+    image_box = np.array([0, 0, hw[1], hw[0]], dtype=np.float32)
+    uncropped = (boxes + np.array([x0, y0, x0, y0])).astype(np.float32)
+    near_crop = np.abs(uncropped - np.asarray(crop_box, np.float32)) <= _CROP_EDGE_TOLERANCE
+    near_image = np.abs(uncropped - image_box) <= _CROP_EDGE_TOLERANCE
+    return np.any(near_crop & ~near_image, axis=1)
+
+
+class _Progress:
+    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
+        self.done, self.total, self.callback = 0, total, callback
+        if callback is not None:
+            callback(0, total)
+
+    def advance(self, n: int) -> None:
+        if n <= 0:
+            return
+        self.done += n
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+# -- labels ------------------------------------------------------------------------------------
+def _record_mask(record: dict[str, Any], shape: tuple[int, int]) -> tuple[tuple, np.ndarray]:
+    """The record's mask inside its box (slices into the image, boolean patch)."""
+    seg = record["segmentation"]
+    mask = decode_rle(seg) if isinstance(seg, dict) else np.asarray(seg, dtype=bool)
+    if mask.shape != tuple(shape):
+        raise ValueError(f"A mask of shape {mask.shape} does not fit a label image of {shape}.")
+    bbox = record.get("bbox")
+    if bbox is None:
+        return (slice(None), slice(None)), mask
+    x, y, w, h = (int(round(v)) for v in bbox)
+    where = (slice(y, y + h + 1), slice(x, x + w + 1))  # official boxes: w, h one short
+    patch = mask[where]
+    if np.count_nonzero(patch) != np.count_nonzero(mask):  # box not that of the mask
+        return (slice(None), slice(None)), mask
+    return where, patch
+
+
+def masks_to_labels(
+    records: Sequence[dict[str, Any]],
+    shape: tuple[int, int],
+    order: Literal["area", "score"] = "area",
+) -> np.ndarray:
+    """An int32 instance label image from mask records, without overlaps.
+
+    Label ``i + 1`` is ``records[i]`` (0 is background). Where masks overlap, the rule is:
+
+    - ``order="area"``: masks are drawn largest first, so a smaller mask is drawn over a larger
+      one: small objects inside big ones (a nucleus in a cell) survive, and the big object
+      keeps the rest of its pixels;
+    - ``order="score"``: masks are drawn by increasing ``predicted_iou`` (ties: increasing
+      ``stability_score``), so every pixel goes to the most confident mask covering it.
+
+    Each pixel belongs to exactly one label; a record hidden completely by others has no
+    pixels left (use :func:`skimage.segmentation.relabel_sequential` for consecutive labels).
+
+    Parameters
+    ----------
+    records : sequence of dict
+        From :meth:`AutomaticMaskGenerator.generate` (``segmentation`` as a boolean array or an
+        uncompressed RLE; ``area``, ``bbox``, ``predicted_iou``, ``stability_score`` as there).
+    shape : (int, int)
+        Height and width of the label image.
+    order : {"area", "score"}
+        Which mask wins where masks overlap (see above).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``shape`` int32 labels.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``order``, or a mask of another shape.
+
+    Examples
+    --------
+    >>> big = np.zeros((4, 4), bool); big[:, :] = True
+    >>> small = np.zeros((4, 4), bool); small[1:3, 1:3] = True
+    >>> recs = [{"segmentation": big, "area": 16, "predicted_iou": 0.9},
+    ...         {"segmentation": small, "area": 4, "predicted_iou": 0.8}]
+    >>> masks_to_labels(recs, (4, 4))
+    array([[1, 1, 1, 1],
+           [1, 2, 2, 1],
+           [1, 2, 2, 1],
+           [1, 1, 1, 1]], dtype=int32)
+    >>> int(masks_to_labels(recs, (4, 4), order="score").max())
+    1
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (height, width), got {shape}.")
+    n = len(records)
+    if order == "area":
+        areas = np.array([_area(r) for r in records], dtype=np.float64)
+        sequence = np.argsort(-areas, kind="stable")
+    elif order == "score":
+        iou = np.array([float(r.get("predicted_iou", 0.0)) for r in records])
+        stability = np.array([float(r.get("stability_score", 0.0)) for r in records])
+        sequence = np.lexsort((np.arange(n), stability, iou))
+    else:
+        raise ValueError(f"order must be 'area' or 'score', got {order!r}.")
+    labels = np.zeros(shape, dtype=np.int32)
+    for i in sequence:
+        where, patch = _record_mask(records[i], shape)
+        labels[where][patch] = i + 1
+    return labels
+
+
+def _area(record: dict[str, Any]) -> float:
+    if "area" in record:
+        return float(record["area"])
+    seg = record["segmentation"]
+    return float(np.count_nonzero(decode_rle(seg) if isinstance(seg, dict) else seg))
+
+
+def segment_all(
+    predictor: Sam2Predictor,
+    image: np.ndarray,
+    *,
+    order: Literal["area", "score"] = "area",
+    contrast_limits: Sequence[float] | None = None,
+    rgb: bool | None = None,
+    progress: ProgressCallback | None = None,
+    cancelled: CancelHook | None = None,
+    **params: Any,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Segment every object of an image into an instance label image.
+
+    Parameters
+    ----------
+    predictor : Sam2Predictor
+        The model.
+    image : numpy.ndarray
+        As for :meth:`AutomaticMaskGenerator.generate`.
+    order : {"area", "score"}
+        Which mask wins where masks overlap (see :func:`masks_to_labels`).
+    contrast_limits, rgb, progress, cancelled
+        As for :meth:`AutomaticMaskGenerator.generate`.
+    **params
+        Parameters of :class:`AutomaticMaskGenerator` (``points_per_side``,
+        ``pred_iou_thresh``...).
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        ``(H, W)`` int32, label ``i + 1`` for ``records[i]``; all 0 when nothing was found.
+    records : list of dict
+        The masks (see :meth:`AutomaticMaskGenerator.generate`).
+
+    Raises
+    ------
+    ImageError
+        The image is empty or not an image.
+    SegmentationCancelled
+        ``cancelled`` fired.
+    """
+    generator = AutomaticMaskGenerator(predictor, **params)
+    records = generator.generate(
+        image, contrast_limits=contrast_limits, rgb=rgb, progress=progress, cancelled=cancelled
+    )
+    labels = masks_to_labels(records, image.shape[:2], order=order)
+    if not records:
+        logger.info("segment all: no objects found")
+    return labels, records
