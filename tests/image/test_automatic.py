@@ -379,3 +379,18 @@ def test_cancel_stops_between_batches(micro_predictor, image, hook):
 def test_cancel_before_start_encodes_nothing(image):
     with pytest.raises(SegmentationCancelled):
         AutomaticMaskGenerator(NoModel()).generate(image, cancelled=lambda: True)
+
+
+def test_decoder_runs_of_any_size_give_the_same_masks(micro_predictor):
+    """``decoder_batch`` splits a batch into several decoder runs (WebGPU's default): the
+    records do not change."""
+    image = blob_image(48, 64, seed=5)
+    params = dict(KEEP_ALL, points_per_side=3, points_per_batch=9)
+    whole = AutomaticMaskGenerator(micro_predictor, **params).generate(image)
+    split = AutomaticMaskGenerator(micro_predictor, decoder_batch=2, **params).generate(image)
+    assert len(whole) == len(split) > 0
+    for a, b in zip(whole, split, strict=True):
+        np.testing.assert_array_equal(a["segmentation"], b["segmentation"])
+        assert a["predicted_iou"] == pytest.approx(b["predicted_iou"], abs=1e-5)
+    with pytest.raises(ValueError, match="decoder_batch"):
+        AutomaticMaskGenerator(NoModel(), decoder_batch=0)

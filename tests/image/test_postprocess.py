@@ -139,3 +139,25 @@ def test_stability_scores_known_values():
     logits[0, :2] = 1.0  # 8 pixels > delta, 8 pixels == 0 (> -delta): stability 0.5
     logits[1] = -1.0  # nothing above -delta: 1 by definition
     np.testing.assert_allclose(stability_scores(logits, 0.05), [0.5, 1.0])
+
+
+@pytest.mark.parametrize("hw", [(1024, 1024), (600, 1400), (37, 5000), (256, 256)])
+def test_upsample_window_is_the_full_upsample_where_it_matters(hw):
+    """Inside the window: the same values as upsampling everything; outside: nothing above
+    the floor. Small objects, edges, and a window touching the border."""
+    from napari_sam2_webgpu.image.postprocess import upsample_window
+
+    rng = np.random.default_rng(hw[1])
+    low = rng.normal(-6, 1, (256, 256)).astype(np.float32)
+    low[100:104, 7:9] = rng.normal(3, 1, (4, 2))  # a small object
+    low[250:256, 0:3] = 5.0  # one at the border
+    full = upsample_logits(low, hw)
+    for floor in (-1.0, 0.0, 1.0):
+        y0, x0, values = upsample_window(low, hw, floor)
+        h, w = values.shape
+        np.testing.assert_array_equal(values, full[y0 : y0 + h, x0 : x0 + w])
+        outside = full.copy()
+        outside[y0 : y0 + h, x0 : x0 + w] = -np.inf
+        assert (outside <= floor).all()
+        assert h * w < full.size / 4  # what makes it cheap
+    assert upsample_window(np.full((256, 256), -3.0, np.float32), hw, 0.0) is None

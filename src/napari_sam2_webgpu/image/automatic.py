@@ -36,17 +36,17 @@ import numpy as np
 
 from ..coco import decode_rle, encode_rle
 from .mask_geometry import (
-    batched_mask_to_box,
     box_nms,
     fill_small_regions,
     generate_crop_boxes,
     layer_point_grids,
 )
-from .postprocess import LOGIT_CLAMP, to_model_coords, upsample_logits
+from .postprocess import LOGIT_CLAMP, to_model_coords, upsample_window
 from .predictor import Sam2Predictor
 from .preprocess import MIN_SIDE, ImageError, check_image, intensity_range
 
 __all__ = [
+    "WEBGPU_DECODER_BATCH",
     "AutomaticMaskGenerator",
     "SegmentationCancelled",
     "masks_to_labels",
@@ -64,8 +64,10 @@ CancelHook = Callable[[], bool] | threading.Event
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 #: Masks whose box comes this close (pixels) to a crop's inner edge are dropped (official).
 _CROP_EDGE_TOLERANCE = 20.0
-#: Float32 logits upsampled at once, at most (64 MiB): bounds memory on large images.
-_UPSAMPLE_PIXELS = 1 << 24
+#: Most point prompts per decoder run on WebGPU. The decoder repeats the image features per
+#: prompt (64 prompts: 0.5 GB for the 256² level alone); measured on an H200
+#: (benchmarks/decoder_batch.py), a run of 16 takes 1.8 ms per point and one of 64 7.3 ms.
+WEBGPU_DECODER_BATCH = 16
 
 
 class SegmentationCancelled(RuntimeError):
@@ -197,6 +199,10 @@ class AutomaticMaskGenerator:
         Refine each mask with a second decoder run that takes its logits as mask prompt.
     multimask_output : bool
         Three masks per point (else SAM2's single, stability-checked mask).
+    decoder_batch : int, optional
+        Most points per decoder run (a batch of ``points_per_batch`` may take several runs;
+        the masks do not change). Default: the whole batch on the CPU, at most
+        :data:`WEBGPU_DECODER_BATCH` on WebGPU, where larger runs cost more per point.
 
     Raises
     ------
@@ -230,6 +236,7 @@ class AutomaticMaskGenerator:
         output_mode: Literal["binary_mask", "uncompressed_rle", "coco_rle"] = "binary_mask",
         use_m2m: bool = False,
         multimask_output: bool = True,
+        decoder_batch: int | None = None,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("Give exactly one of points_per_side and point_grids.")
@@ -268,6 +275,9 @@ class AutomaticMaskGenerator:
         self.output_mode = output_mode
         self.use_m2m = use_m2m
         self.multimask_output = multimask_output
+        if decoder_batch is not None and decoder_batch < 1:
+            raise ValueError(f"decoder_batch must be at least 1, got {decoder_batch}.")
+        self.decoder_batch = decoder_batch
 
     # -- public -----------------------------------------------------------------------------
     def generate(
@@ -427,13 +437,24 @@ class AutomaticMaskGenerator:
     def _decode(
         self, embedding: Any, points: np.ndarray, crop_hw: tuple[int, int], mask_input: Any
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Logits ``(B, K, 256, 256)`` and scores ``(B, K)`` of one point each, in one run."""
+        """Logits ``(B, K, 256, 256)`` and scores ``(B, K)`` of one point each, in runs of at
+        most ``decoder_batch`` points."""
         decoder = self.predictor.decoder
+        multimask = self.multimask_output and mask_input is None
         coords = to_model_coords(points[:, None, :], crop_hw)
         labels = np.ones(coords.shape[:2], dtype=np.float32)
-        feeds = decoder.model_feeds(embedding, coords, labels, mask_input)
-        multimask = self.multimask_output and mask_input is None
-        return decoder.select(decoder.run(feeds), multimask)
+        step = self.decoder_batch or (
+            WEBGPU_DECODER_BATCH if decoder.provider == "webgpu" else len(points)
+        )
+        runs = []
+        for start in range(0, len(points), max(1, step)):
+            part = slice(start, start + step)
+            masks = None if mask_input is None else mask_input[part]
+            feeds = decoder.model_feeds(embedding, coords[part], labels[part], masks)
+            runs.append(decoder.select(decoder.run(feeds), multimask))
+        if len(runs) == 1:
+            return runs[0]
+        return np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs])
 
     def _process_batch(
         self,
@@ -474,40 +495,53 @@ class AutomaticMaskGenerator:
         crop_hw: tuple[int, int],
         hw: tuple[int, int],
     ) -> _Candidates:
-        """Upsample, score stability, threshold, box and drop masks cut by the crop's edge."""
+        """Upsample, score stability, threshold, box and drop masks cut by the crop's edge.
+
+        Each mask is upsampled only where it can exceed the lowest threshold
+        (:func:`~.postprocess.upsample_window`): the values, and so the masks and scores, are
+        those of the whole upsampled image, at a cost that follows the object's size.
+        """
         t, offset = self.mask_threshold, self.stability_score_offset
-        step = max(1, _UPSAMPLE_PIXELS // (crop_hw[0] * crop_hw[1]))
-        parts = []
-        for start in range(0, len(logits), step):
-            up = upsample_logits(logits[start : start + step], crop_hw)
-            inner = np.count_nonzero(up > t + offset, axis=(1, 2))
-            outer = np.count_nonzero(up > t - offset, axis=(1, 2))
+        floor = min(t - offset, t + offset, t)
+        kept, boxes, patches, scores = [], [], [], []
+        for i, low in enumerate(logits):
+            window = upsample_window(low, crop_hw, floor)
+            if window is None:
+                inner = outer = 0
+            else:
+                y0, x0, values = window
+                inner = int(np.count_nonzero(values > t + offset))
+                outer = int(np.count_nonzero(values > t - offset))
             # 0/0 is NaN officially, which fails every threshold > 0 and passes 0: so does 0.
-            stability = (inner / np.maximum(outer, 1)).astype(np.float32)
-            keep = np.arange(len(up))
-            if self.stability_score_thresh > 0.0:
-                keep = np.flatnonzero(stability >= self.stability_score_thresh)
-            masks = up[keep] > t
-            del up
-            boxes = batched_mask_to_box(masks)
-            keep_edge = ~_near_crop_edge(boxes, crop_box, hw)
-            masks, boxes, keep = masks[keep_edge], boxes[keep_edge], keep[keep_edge]
-            patches = [
-                m[by0 : by1 + 1, bx0 : bx1 + 1].copy()
-                for m, (bx0, by0, bx1, by1) in zip(masks, boxes, strict=True)
-            ]
-            index = start + keep
-            parts.append(
-                _Candidates(
-                    boxes,
-                    patches,
-                    iou[index],
-                    stability[keep],
-                    points[index],
-                    np.zeros((len(keep), 4), np.int64),
-                )
-            )
-        return _Candidates.concat(parts)
+            stability = np.float32(inner / max(outer, 1))  # float32, as the official score
+            if self.stability_score_thresh > 0.0 and not stability >= self.stability_score_thresh:
+                continue
+            mask = None if window is None else values > t
+            rows = None if mask is None else np.flatnonzero(mask.any(axis=1))
+            if rows is None or rows.size == 0:  # empty: the official box is all zeros
+                box, patch = (0, 0, 0, 0), np.zeros((1, 1), bool)
+            else:
+                cols = np.flatnonzero(mask.any(axis=0))
+                r0, r1, c0, c1 = rows[0], rows[-1], cols[0], cols[-1]
+                box = (x0 + c0, y0 + r0, x0 + c1, y0 + r1)
+                patch = mask[r0 : r1 + 1, c0 : c1 + 1].copy()
+            kept.append(i)
+            boxes.append(box)
+            patches.append(patch)
+            scores.append(stability)
+        if not kept:
+            return _Candidates.empty()
+        boxes_array = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+        inside = ~_near_crop_edge(boxes_array, crop_box, hw)
+        index = np.asarray(kept, dtype=np.intp)[inside]
+        return _Candidates(
+            boxes_array[inside],
+            [p for p, ok in zip(patches, inside, strict=True) if ok],
+            iou[index],
+            np.asarray(scores, dtype=np.float32)[inside],
+            points[index],
+            np.zeros((len(index), 4), np.int64),
+        )
 
     def _records(self, data: _Candidates, hw: tuple[int, int]) -> list[dict[str, Any]]:
         records = []

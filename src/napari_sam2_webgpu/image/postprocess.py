@@ -27,6 +27,7 @@ __all__ = [
     "stability_scores",
     "to_model_coords",
     "upsample_logits",
+    "upsample_window",
     "upsample_taps",
 ]
 
@@ -102,6 +103,62 @@ def upsample_logits(low_res: np.ndarray, image_hw: tuple[int, int]) -> np.ndarra
     """Resize ``(..., h, w)`` logits to the image size (float32), as PyTorch's bilinear."""
     cols = _lerp(low_res.astype(np.float32), -1, image_hw[1])
     return _lerp(cols, -2, image_hw[0])
+
+
+def upsample_window(
+    low_res: np.ndarray, image_hw: tuple[int, int], floor: float
+) -> tuple[int, int, np.ndarray] | None:
+    """The part of one mask's upsampled logits that can exceed ``floor``, and where it is.
+
+    A bilinear sample is a convex combination of four low-resolution values, so wherever all
+    four are ``<= floor`` the upsampled value is too. Only the rectangle of output pixels that
+    read a low-resolution value above ``floor`` is computed, with the same operations as
+    :func:`upsample_logits` (so the same values); small objects cost little at any image size.
+
+    Parameters
+    ----------
+    low_res : numpy.ndarray
+        ``(h, w)`` logits.
+    image_hw : (int, int)
+        Output size.
+    floor : float
+        The lowest threshold the caller applies.
+
+    Returns
+    -------
+    (int, int, numpy.ndarray) or None
+        Top row and left column of the window in the output, and its float32 values; None when
+        no low-resolution value exceeds ``floor`` (every output value is ``<= floor``).
+    """
+    rows, cols = np.nonzero(low_res > floor)
+    if rows.size == 0:
+        return None
+    row_taps = upsample_taps(low_res.shape[0], image_hw[0])
+    col_taps = upsample_taps(low_res.shape[1], image_hw[1])
+    y0, y1 = _reading(row_taps, rows.min(), rows.max())
+    x0, x1 = _reading(col_taps, cols.min(), cols.max())
+    source = low_res.astype(np.float32)
+    low, high, frac = (t[x0:x1] for t in col_taps)
+    a, b = source[:, low], source[:, high]
+    a *= np.float32(1.0) - frac
+    b *= frac
+    a += b
+    low, high, frac = (t[y0:y1] for t in row_taps)
+    frac = frac[:, None]
+    top, bottom = a[low], a[high]
+    top *= np.float32(1.0) - frac
+    bottom *= frac
+    top += bottom
+    return y0, x0, top
+
+
+def _reading(taps: tuple[np.ndarray, np.ndarray, np.ndarray], first: int, last: int):
+    """Output positions ``[start, stop)`` that read a source index in ``[first, last]``."""
+    low, high, _ = taps
+    # Both tap indices grow with the output position: the positions form one run.
+    start = int(np.searchsorted(high, first, side="left"))
+    stop = int(np.searchsorted(low, last, side="right"))
+    return start, stop
 
 
 def logits_to_masks(
