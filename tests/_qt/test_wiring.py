@@ -39,6 +39,7 @@ CONSOLE_METHODS = {
     "cancel",
     "propagate",
     "cancel_propagation",
+    "segment_all",
 }
 
 
@@ -75,6 +76,11 @@ class FakeWidget:
             check=lambda: "no stack",
         )
         self.session = SimpleNamespace(predictor=None, last_encode_seconds=None)
+        self.segment_all_runner = SimpleNamespace(
+            busy=False,
+            connect=lambda segment_all: setattr(self, "segment_all_button", segment_all),
+            refresh=lambda: None,
+        )
         self.cache = type("Cache", (), {"__len__": lambda self: 0, "nbytes": 0})()
 
     def __getattr__(self, name: str):
@@ -116,6 +122,8 @@ def test_buttons_call_the_console_methods():
     for name in ("commit", "clear", "undo"):
         getattr(view.actions_row, f"{name}_button").clicked.emit(False)
     assert widget.calls == [("next_object",), ("commit",), ("clear",), ("undo",)]
+    widget.segment_all_button()
+    assert widget.calls[-1] == ("segment_all",)
 
 
 def test_encode_button_cancels_while_a_job_runs():
@@ -142,6 +150,10 @@ def test_status_shows_facts_and_why_propagate_is_off_while_alive():
     widget.propagation.running = True
     widget.annotator.events.status.emit(None)
     assert shown[-1][1:] == (True, None)  # no reason while it runs
+    widget.propagation.running = False
+    widget.segment_all_runner.busy = True
+    widget.annotator.events.status.emit(None)
+    assert shown[-1][1:] == (False, "Segment all is running: wait for it, or cancel it.")
     closed, _, _, _, closed_shown = _wiring(alive=False)
     closed.refresh_status()
     assert closed_shown == []

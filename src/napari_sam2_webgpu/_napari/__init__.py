@@ -18,6 +18,8 @@
 :mod:`.viewer_events`     reactions to slice changes and removed layers
 :mod:`.annotator`         :class:`Annotator`: composes the above for click-to-mask
 :mod:`.propagation`       :class:`PropagationController`: an object through a stack
+:mod:`.segment_all`       :class:`SegmentAllController`: every object of a slice or a stack
+                          into a new Labels layer (the automatic mask generator)
 :mod:`.sample_data`       offline sample images (npe2 sample-data contribution)
 ========================  ==================================================================
 
@@ -41,6 +43,13 @@ from .propagation import (
     stack_spec,
     video_components,
 )
+from .segment_all import (
+    SegmentAllController,
+    SegmentAllParams,
+    SegmentAllPlan,
+    SegmentAllRun,
+    SegmentAllStep,
+)
 from .slices import SliceInfo, displayed_slice
 
 __all__ = [
@@ -53,6 +62,11 @@ __all__ = [
     "PropagationController",
     "PropagationRun",
     "PropagationStep",
+    "SegmentAllController",
+    "SegmentAllParams",
+    "SegmentAllPlan",
+    "SegmentAllRun",
+    "SegmentAllStep",
     "SliceInfo",
     "StackSpec",
     "check_label_value",

@@ -15,6 +15,7 @@
 :mod:`.jobs`              worker threads, the load/encode job runner with progress bars and
                           cancel, waiting in a nested event loop
 :mod:`.propagation`       :class:`PropagationRunner`: a propagation's worker and progress bar
+:mod:`.segment_all`       the "Segment all" section and its runner (worker, progress, cancel)
 :mod:`.loading`           :class:`ModelChoice` and a job's load-and-encode work (no Qt)
 :mod:`.errors`            :class:`ErrorReporter`: failures as messages, :attr:`last_error`
 :mod:`.status`            every text the dock shows, as pure functions (no Qt)

@@ -18,6 +18,7 @@ From napari's console (``viewer.window.add_plugin_dock_widget`` returns the widg
     w.add_point((130.0, 260.0), positive=False)
     w.commit()
     w.propagate("both", wait=True)    # stacks: the current object through every slice
+    w.segment_all("stack", wait=True) # every object of every slice, into a new Labels layer
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QWidget
 
-from .._napari import Annotator, AnnotatorError, PropagationController, PropagationRun
+from .._napari import (
+    Annotator,
+    AnnotatorError,
+    PropagationController,
+    PropagationRun,
+    SegmentAllController,
+    SegmentAllParams,
+)
 from ..image import EmbeddingCache
 from .arguments import check_axis, check_direction, check_position, free_axes, model_choice
 from .commits import Commits
@@ -42,6 +50,7 @@ from .layer_choices import NEW_LABELS
 from .lifecycle import Lifecycle
 from .panels import CUSTOM
 from .propagation import PropagationRunner
+from .segment_all import SegmentAllPanel, SegmentAllRunner
 from .shortcuts import SHORTCUT_HELP, KeyBindings
 from .status import describe_object, error_message, with_error
 from .wiring import DockWiring
@@ -75,8 +84,9 @@ class Sam2Widget(QWidget):
     The collaborators are public attributes: ``viewer``, ``annotator`` (the Qt-free core:
     prompts, decoding, preview, commits), ``cache`` (embeddings per layer, slice, contrast
     limits and model), ``propagation`` (the Qt-free propagation; ``check()`` says why Propagate
-    is off), ``session`` (the loaded model and when to load and encode; :mod:`.encoding`),
-    ``jobs`` (the running load or encode; :mod:`.jobs`), ``errors`` (failures as messages;
+    is off), ``segmentation`` (the Qt-free segment all; :mod:`.segment_all` runs it),
+    ``session`` (the loaded model and when to load and encode; :mod:`.encoding`), ``jobs``
+    (the running load, encode or segment all; :mod:`.jobs`), ``errors`` (failures as messages;
     :mod:`.errors`) and ``layer_choices`` (the layer combos; :mod:`.layer_choices`).
     """
 
@@ -93,6 +103,7 @@ class Sam2Widget(QWidget):
             self.viewer, cache=self.cache, run_async=self._workers.run, defer=self._defer
         )
         self.propagation = PropagationController(self.annotator)
+        self.segmentation = SegmentAllController(self.annotator)
         self.errors = ErrorReporter(lambda message: self.messages.show_error(message), self._alive)
         self.jobs = JobRunner(self._workers, self.cancel, self._refresh_status)
         self._keys = KeyBindings(self, self._alive)
@@ -118,6 +129,18 @@ class Sam2Widget(QWidget):
         self._commits = Commits(self.annotator, self.propagation, self.errors, self.wait_for_decode)
 
         self._build_ui()
+        self.segment_all_runner = SegmentAllRunner(
+            self.segmentation,
+            self.segment_all_panel,
+            annotator=self.annotator,
+            session=self.session,
+            jobs=self.jobs,
+            errors=self.errors,
+            propagation=self.propagation,
+            selected_choice=lambda: self.model_panel.selected_choice(),
+            alive=self._alive,
+            on_change=self._refresh_status,
+        )
         self._wiring = DockWiring(
             self, self._view, self._keys, alive=self._alive, defer=self._defer
         )
@@ -136,6 +159,8 @@ class Sam2Widget(QWidget):
         # The panels and controls by name, as before the split (tests and scripts use them).
         for name, part in self._view.parts().items():
             setattr(self, name, part)
+        self.segment_all_panel = SegmentAllPanel()  # above the messages
+        self.layout().insertWidget(self.layout().indexOf(self.messages), self.segment_all_panel)
         self._view.bind_settings(self.annotator)
 
     def _defer(self, fn: Callable[[], None]) -> None:
@@ -294,9 +319,13 @@ class Sam2Widget(QWidget):
     # ------------------------------------------------------------- console API: waiting
     @property
     def busy(self) -> bool:
-        """Whether a load, an encode, a decode or a propagation is running or queued."""
+        """Whether a load, an encode, a decode, a propagation or segment all runs or waits."""
         return bool(
-            self.jobs.busy or self.annotator.decoding or self._workers or self.propagation.running
+            self.jobs.busy
+            or self.annotator.decoding
+            or self._workers
+            or self.propagation.running
+            or self.segment_all_runner.busy
         )
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -373,6 +402,9 @@ class Sam2Widget(QWidget):
             self.direction_combo.setCurrentText(check_direction(direction))
         if axis is not None:
             axis = check_axis(axis, *free_axes(self.annotator))
+        if self.segment_all_runner.busy:
+            self.errors.warn("Segment all is running: wait for it, or cancel it.")
+            return None
         run = self.errors.guard(self.propagation.start, self.direction_combo.currentText(), axis)
         if run is None:
             return None
@@ -384,6 +416,37 @@ class Sam2Widget(QWidget):
     def cancel_propagation(self) -> None:
         """Stop the propagation after the slice being computed; slices written stay."""
         self._propagation_runner.cancel()
+
+    # ------------------------------------------------------------- console API: segment all
+    def segment_all(
+        self, scope: str | None = None, *, axis: int | None = None, wait: bool = False, **params
+    ) -> Labels | None:
+        """Segment every object of the displayed slice (``scope="slice"``) or of every slice
+        of the stack (``"stack"``, along ``axis``: default the first one not displayed), in a
+        worker thread, into a new Labels layer ``"<image> instances"`` (an earlier run's layer
+        of the same image is reused: only the slices segmented change).
+
+        Loads the chosen model first if needed, and waits for a running load, encode or
+        propagation. ``params`` (:class:`SegmentAllParams` names) set the panel's values for
+        this and later runs. Returns the Labels layer (filled slice by slice; with ``wait``,
+        once the run ended), or None when it cannot start (the reason is in :attr:`last_error`);
+        ValueError for a wrong scope, axis or parameter. More in docs/user-guide.md.
+        """
+        return self.segment_all_runner.segment_all(scope, axis, wait, params)
+
+    def cancel_segment_all(self) -> None:
+        """Stop segment all before the next decoder batch; the slices written stay."""
+        self.segment_all_runner.cancel()
+
+    @property
+    def segment_all_params(self) -> SegmentAllParams:
+        """Segment all's parameters (settable: a dict of changes, or ``SegmentAllParams()``
+        for the defaults)."""
+        return self.segmentation.params
+
+    @segment_all_params.setter
+    def segment_all_params(self, value: SegmentAllParams | dict) -> None:
+        self.segment_all_runner.set_params(value)
 
     # ------------------------------------------------------------- status
     def _refresh_status(self, event: Any = None) -> None:
@@ -425,6 +488,7 @@ class Sam2Widget(QWidget):
         return self._lifecycle.alive()
 
     def _stop_work(self) -> None:
+        self.segment_all_runner.close()
         self.jobs.cancel()
         self.jobs.queued = False
         self.propagation.cancel()

@@ -84,6 +84,7 @@ class DockWiring:
         actions.clear_button.clicked.connect(lambda: widget.clear())
         actions.undo_button.clicked.connect(lambda: widget.undo())
         self._view.propagation_row.propagate_button.clicked.connect(self.propagate_or_cancel)
+        widget.segment_all_runner.connect(lambda: widget.segment_all())
 
         events = widget.annotator.events
         events.status.connect(self.refresh_status)
@@ -108,7 +109,11 @@ class DockWiring:
             widget.annotator, widget.session, widget.jobs, propagation, widget.cache
         )
         running = propagation.running
-        self._view.show_status(facts, running, None if running else propagation.check())
+        reason = None if running else propagation.check()
+        if widget.segment_all_runner.busy and not running:
+            reason = "Segment all is running: wait for it, or cancel it."
+        self._view.show_status(facts, running, reason)
+        widget.segment_all_runner.refresh()
 
     def encode_or_cancel(self) -> None:
         """The Encode button: Cancel while a load or an encode runs."""

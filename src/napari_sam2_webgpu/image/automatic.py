@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..coco import decode_rle, encode_rle
+from .encoder import ImageEmbedding
 from .mask_geometry import (
     box_nms,
     fill_small_regions,
@@ -288,6 +289,7 @@ class AutomaticMaskGenerator:
         rgb: bool | None = None,
         progress: ProgressCallback | None = None,
         cancelled: CancelHook | None = None,
+        embedding: ImageEmbedding | None = None,
     ) -> list[dict[str, Any]]:
         """Every mask found in ``image``, as the official generator's records.
 
@@ -307,6 +309,10 @@ class AutomaticMaskGenerator:
         cancelled : callable or threading.Event, optional
             Polled before each encode and decoder batch; when it returns True (or the event is
             set), :class:`SegmentationCancelled` is raised.
+        embedding : ImageEmbedding, optional
+            The whole image's embedding, already computed with the same contrast limits (from
+            a cache, or :meth:`Sam2Predictor.compute_embedding`): it is used instead of
+            encoding the image again. Crops are always encoded.
 
         Returns
         -------
@@ -322,6 +328,8 @@ class AutomaticMaskGenerator:
         ImageError
             The image is empty (0 pixels), not an image (wrong dtype or dimensions), or has no
             finite value. ``ImageError`` is a ``ValueError``.
+        ValueError
+            ``embedding`` is of an image of another size.
         SegmentationCancelled
             ``cancelled`` fired.
         """
@@ -330,7 +338,11 @@ class AutomaticMaskGenerator:
             if progress is not None:
                 progress(0, 0)
             return []
-        data = self._generate_masks(image, hw, contrast_limits, rgb, progress, cancelled)
+        if embedding is not None and tuple(embedding.image_hw) != hw:
+            raise ValueError(
+                f"The embedding is of a {embedding.image_hw} image, not of this {hw} one."
+            )
+        data = self._generate_masks(image, hw, contrast_limits, rgb, progress, cancelled, embedding)
         return self._records(data, hw)
 
     # -- steps ------------------------------------------------------------------------------
@@ -370,6 +382,7 @@ class AutomaticMaskGenerator:
         rgb: bool | None,
         progress: ProgressCallback | None,
         cancelled: CancelHook | None,
+        embedding: ImageEmbedding | None,
     ) -> _Candidates:
         plain = image[..., :3] if image.ndim == 3 and image.shape[-1] == 4 else image
         limits = intensity_range(plain, contrast_limits)
@@ -378,9 +391,10 @@ class AutomaticMaskGenerator:
         counter = _Progress(sum(per_crop), progress)
         crops = []
         for crop_box, layer, n_batches in zip(crop_boxes, layers, per_crop, strict=True):
+            whole = embedding if layer == 0 else None  # layer 0 is the whole image
             crops.append(
                 self._process_crop(
-                    image, crop_box, layer, hw, limits, rgb, counter, n_batches, cancelled
+                    image, crop_box, layer, hw, limits, rgb, counter, n_batches, cancelled, whole
                 )
             )
         data = _Candidates.concat(crops)
@@ -404,6 +418,7 @@ class AutomaticMaskGenerator:
         counter: _Progress,
         n_batches: int,
         cancelled: CancelHook | None,
+        embedding: ImageEmbedding | None,
     ) -> _Candidates:
         x0, y0, x1, y1 = crop_box
         crop_hw = (y1 - y0, x1 - x0)
@@ -412,9 +427,10 @@ class AutomaticMaskGenerator:
             return _Candidates.empty()
         if _is_cancelled(cancelled):
             raise SegmentationCancelled("Segmentation cancelled.")
-        embedding = self.predictor.compute_embedding(
-            image[y0:y1, x0:x1], contrast_limits=limits, rgb=rgb
-        )
+        if embedding is None:
+            embedding = self.predictor.compute_embedding(
+                image[y0:y1, x0:x1], contrast_limits=limits, rgb=rgb
+            )
         # Grid points in crop pixels, float32 as the official code keeps them.
         points = (self.point_grids[layer] * np.array(crop_hw[::-1])[None]).astype(np.float32)
         parts = []
