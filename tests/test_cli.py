@@ -708,6 +708,29 @@ def test_segment_all_folder_resumes_and_reports_bad_files(
     assert "2 images, 2 done already" in capsys.readouterr().err
 
 
+def test_segment_all_constant_image_and_a_bad_slice(model_args, tmp_path, capsys):
+    """No objects: an empty label image and a message; a stack slice without a finite value is
+    left empty and reported while the others are segmented."""
+    np.save(tmp_path / "flat.npy", np.full((H, W), 7, np.uint8))
+    args = [*model_args, *LOW_THRESHOLDS]
+    code = main(
+        ["segment-all", str(tmp_path / "flat.npy"), "--out", str(tmp_path / "f.tif"), *args]
+    )
+    assert code == 0
+    assert "no objects found" in capsys.readouterr().err
+    import tifffile
+
+    assert not tifffile.imread(tmp_path / "f.tif").any()
+    stack = np.stack([blob_image(H, W, seed=1)[..., 0].astype(np.float32)] * 3)
+    stack[1] = np.nan
+    np.save(tmp_path / "s.npy", stack)
+    code = main(["segment-all", str(tmp_path / "s.npy"), "--out", str(tmp_path / "s.tif"), *args])
+    err = capsys.readouterr().err
+    assert code == 0 and "slice 1 left empty" in err
+    labels = tifffile.imread(tmp_path / "s.tif")
+    assert labels[0].any() and not labels[1].any() and labels[2].any()
+
+
 def test_segment_all_refuses_a_file_out_for_a_folder(model_args, tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -288,14 +288,23 @@ def _segment_all_params(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _segment_stack(image: np.ndarray, segment: Any) -> np.ndarray:
-    """Each slice of a stack on its own; ids stay unique through the stack (offset per slice)."""
+def _segment_stack(image: np.ndarray, segment: Any, name: str) -> np.ndarray:
+    """Each slice of a stack on its own; ids stay unique through the stack (offset per slice).
+
+    A slice that cannot be segmented (e.g. no finite value) is left empty and reported; the
+    other slices are still done.
+    """
+    from .image.preprocess import ImageError
     from .imagefiles import MAX_LABEL
 
     out = np.zeros(image.shape[:3], np.uint32)
     offset = 0
     for z in range(image.shape[0]):
-        labels = segment(image[z])
+        try:
+            labels = segment(image[z])
+        except ImageError as exc:
+            print(f"{name}: slice {z} left empty: {exc}", file=sys.stderr)
+            continue
         if offset + int(labels.max(initial=0)) > MAX_LABEL:
             raise CommandError(f"more than {MAX_LABEL} objects in the stack")
         out[z] = np.where(labels > 0, labels.astype(np.int64) + offset, 0)
@@ -329,7 +338,11 @@ def _cmd_segment_all(args: argparse.Namespace) -> int:
         # A 3D array whose last axis is not 1, 3 or 4 channels is a stack of slices; 4D is a
         # stack of RGB(A) slices.
         stack = image.ndim == 4 or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4))
-        return _segment_stack(image, segment_image) if stack else segment_image(image)
+        name = str(item.source)
+        labels = _segment_stack(image, segment_image, name) if stack else segment_image(image)
+        if not labels.any():
+            print(f"{name}: no objects found (an empty label image is written)", file=sys.stderr)
+        return labels
 
     def report(done: int, total: int, item: Any, status: str) -> None:
         print(f"[{done}/{total}] {item.source} -> {item.output}: {status}", file=sys.stderr)

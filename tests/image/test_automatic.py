@@ -106,6 +106,26 @@ def test_parity_whole_image_with_small_region_removal(
 
 
 @pytest.mark.parity
+def test_parity_full_size_tiny(image, tmp_path):
+    """The full-size tiny config (real Hiera trunk), built from its checkpoint without torch as
+    users get it, against the official generator on the same weights; a 2 x 2 grid keeps it
+    cheap."""
+    from napari_sam2_webgpu import Sam2Predictor
+    from napari_sam2_webgpu.export import build_sam2_model
+    from napari_sam2_webgpu.models.convert import build_model
+
+    model = build_sam2_model("tiny", seed=3)
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    paths, _ = build_model(state, "tiny", tmp_path, stem="tiny")
+    del state
+    predictor = Sam2Predictor.from_files(paths.encoder, paths.decoder, "cpu")
+    params = dict(PARITY, points_per_side=2)
+    ours = AutomaticMaskGenerator(predictor, **params).generate(image)
+    del predictor
+    _assert_same_records(ours, _official(model, image, **params))
+
+
+@pytest.mark.parity
 def test_parity_crops(micro_model_files, micro_predictor, image, monkeypatch):
     """One crop layer (4 crops), crop-box NMS at its default.
 
