@@ -47,7 +47,7 @@ from .predictor import Sam2Predictor
 from .preprocess import MIN_SIDE, ImageError, check_image, intensity_range
 
 __all__ = [
-    "WEBGPU_DECODER_BATCH",
+    "DECODER_BATCH",
     "AutomaticMaskGenerator",
     "SegmentationCancelled",
     "masks_to_labels",
@@ -65,10 +65,12 @@ CancelHook = Callable[[], bool] | threading.Event
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 #: Masks whose box comes this close (pixels) to a crop's inner edge are dropped (official).
 _CROP_EDGE_TOLERANCE = 20.0
-#: Most point prompts per decoder run on WebGPU. The decoder repeats the image features per
-#: prompt (64 prompts: 0.5 GB for the 256² level alone); measured on an H200
-#: (benchmarks/decoder_batch.py), a run of 16 takes 1.8 ms per point and one of 64 7.3 ms.
-WEBGPU_DECODER_BATCH = 16
+#: Most point prompts per decoder run. The decoder repeats the image features per prompt (64
+#: prompts: 0.5 GB for the 256² level alone). Measured (benchmarks/decoder_batch.py): on an
+#: H200 with WebGPU a run of 16 takes 1.7 ms per point and one of 64 7.3 ms; on the CPU EP the
+#: time per point is the same from 4 to 64, and memory grows with the run (a 4096² image on 2
+#: cores peaked at 4.5 GB with runs of 64).
+DECODER_BATCH = 16
 
 
 class SegmentationCancelled(RuntimeError):
@@ -202,8 +204,8 @@ class AutomaticMaskGenerator:
         Three masks per point (else SAM2's single, stability-checked mask).
     decoder_batch : int, optional
         Most points per decoder run (a batch of ``points_per_batch`` may take several runs;
-        the masks do not change). Default: the whole batch on the CPU, at most
-        :data:`WEBGPU_DECODER_BATCH` on WebGPU, where larger runs cost more per point.
+        the masks do not change). Default :data:`DECODER_BATCH`: larger runs are slower per
+        point on WebGPU and no faster on the CPU, and take more memory.
 
     Raises
     ------
@@ -459,9 +461,7 @@ class AutomaticMaskGenerator:
         multimask = self.multimask_output and mask_input is None
         coords = to_model_coords(points[:, None, :], crop_hw)
         labels = np.ones(coords.shape[:2], dtype=np.float32)
-        step = self.decoder_batch or (
-            WEBGPU_DECODER_BATCH if decoder.provider == "webgpu" else len(points)
-        )
+        step = self.decoder_batch or DECODER_BATCH
         runs = []
         for start in range(0, len(points), max(1, step)):
             part = slice(start, start + step)
