@@ -1,4 +1,5 @@
-"""Helpers of the export tests, and the official sam2 video predictor used as parity reference."""
+"""Helpers of the export tests, and the official sam2 pieces the parity tests use: the video
+predictor, and SAM2's CUDA connected-components kernel done on the CPU."""
 
 from __future__ import annotations
 
@@ -36,3 +37,23 @@ def build_official_video_predictor(
     )
     predictor.load_state_dict(model.state_dict())
     return predictor.to(device).eval()
+
+
+def connected_components_cpu(mask: Any) -> tuple[Any, Any]:
+    """SAM2's CUDA ``get_connected_components``, on the CPU (8-connectivity, per-pixel areas).
+
+    Parity tests patch it into ``sam2.utils.misc`` so that hole filling runs without CUDA.
+    """
+    import numpy as np
+    import torch
+    from scipy import ndimage
+
+    arr = mask.cpu().numpy().astype(bool)
+    labels = np.zeros(arr.shape, dtype=np.int32)
+    areas = np.zeros(arr.shape, dtype=np.int32)
+    for i in range(arr.shape[0]):
+        lab, _ = ndimage.label(arr[i, 0], structure=np.ones((3, 3)))
+        counts = np.bincount(lab.ravel())
+        counts[0] = 0
+        labels[i, 0], areas[i, 0] = lab, counts[lab]
+    return torch.from_numpy(labels), torch.from_numpy(areas)

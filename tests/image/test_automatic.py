@@ -32,28 +32,13 @@ from napari_sam2_webgpu.image.postprocess import mask_iou
 from napari_sam2_webgpu.image.preprocess import ImageError
 
 from ..conftest import blob_image
+from ..export.helpers import connected_components_cpu
 
 H, W = 160, 224
 #: Every mask survives: parity is checked mask by mask, not on what random weights filter.
 KEEP_ALL = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
 #: Small decoder batches keep the decoder's memory (ONNX Runtime's and torch's) low.
 PARITY = dict(KEEP_ALL, points_per_batch=2)
-
-
-def _connected_components(mask):
-    """SAM2's CUDA connected-components kernel, on the CPU (8-connectivity, per-pixel areas)."""
-    import torch
-    from scipy import ndimage
-
-    arr = mask.cpu().numpy().astype(bool)
-    labels = np.zeros(arr.shape, dtype=np.int32)
-    areas = np.zeros(arr.shape, dtype=np.int32)
-    for i in range(arr.shape[0]):
-        lab, _ = ndimage.label(arr[i, 0], structure=np.ones((3, 3)))
-        counts = np.bincount(lab.ravel())
-        counts[0] = 0
-        labels[i, 0], areas[i, 0] = lab, counts[lab]
-    return torch.from_numpy(labels), torch.from_numpy(areas)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +82,7 @@ def test_parity_whole_image_with_small_region_removal(
 ):
     import sam2.utils.misc
 
-    monkeypatch.setattr(sam2.utils.misc, "get_connected_components", _connected_components)
+    monkeypatch.setattr(sam2.utils.misc, "get_connected_components", connected_components_cpu)
     model, _ = micro_model_files
     params = dict(PARITY, points_per_side=3, min_mask_region_area=4)
     ours = AutomaticMaskGenerator(micro_predictor, **params).generate(image)
@@ -212,7 +197,7 @@ def test_fill_small_regions_matches_official(monkeypatch):
     import sam2.utils.misc
     from sam2.utils.transforms import SAM2Transforms
 
-    monkeypatch.setattr(sam2.utils.misc, "get_connected_components", _connected_components)
+    monkeypatch.setattr(sam2.utils.misc, "get_connected_components", connected_components_cpu)
     rng = np.random.default_rng(2)
     logits = rng.normal(0, 1, (4, 1, 32, 32)).astype(np.float32)
     logits[:, :, 8:24, 8:24] += 2.0

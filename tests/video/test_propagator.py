@@ -13,6 +13,8 @@ from napari_sam2_webgpu.image.preprocess import ImageError, prepare_image
 from napari_sam2_webgpu.image.prompts import PromptError
 from napari_sam2_webgpu.video.propagator import PropagationCancelled, Sam2Propagator
 
+from ..export.helpers import connected_components_cpu
+
 NUM_FRAMES = 9  # frame 8 tracks with the full bank: 1 prompted + 6 recent frames
 HW = (150, 190)
 
@@ -85,22 +87,6 @@ def _official(micro_model_files, frames, monkeypatch_module, size="micro"):
     return ref
 
 
-def _connected_components(mask):
-    """SAM2's CUDA connected-components kernel, on the CPU (8-connectivity, per-pixel areas)."""
-    import torch
-    from scipy import ndimage
-
-    arr = mask.cpu().numpy().astype(bool)
-    labels = np.zeros(arr.shape, dtype=np.int32)
-    areas = np.zeros(arr.shape, dtype=np.int32)
-    for i in range(arr.shape[0]):
-        lab, _ = ndimage.label(arr[i, 0], structure=np.ones((3, 3)))
-        counts = np.bincount(lab.ravel())
-        counts[0] = 0
-        labels[i, 0], areas[i, 0] = lab, counts[lab]
-    return torch.from_numpy(labels), torch.from_numpy(areas)
-
-
 @pytest.fixture(scope="module")
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as mp:
@@ -168,7 +154,9 @@ def test_parity_with_official_video_predictor(
     ref = _official(micro_model_files, stack, monkeypatch_module)
     ref.fill_hole_area = fill
     ref.add_all_frames_to_correct_as_cond = True  # what our default correction does
-    monkeypatch_module.setattr(sam2.utils.misc, "get_connected_components", _connected_components)
+    monkeypatch_module.setattr(
+        sam2.utils.misc, "get_connected_components", connected_components_cpu
+    )
     with __import__("torch").inference_mode():
         ref_state = ref.init_state("frames given by load_frames")
     state = propagator.init_state(stack)
@@ -224,7 +212,9 @@ def test_sam2_0_config_parity_with_official_video_predictor(
 
     ref = _official(sam2_0_micro_files, frames, monkeypatch_module, "sam2.0_micro")
     ref.fill_hole_area = ours.tracker.fill_hole_area  # the same hole filling on both sides
-    monkeypatch_module.setattr(sam2.utils.misc, "get_connected_components", _connected_components)
+    monkeypatch_module.setattr(
+        sam2.utils.misc, "get_connected_components", connected_components_cpu
+    )
     with __import__("torch").inference_mode():
         ref_state = ref.init_state("frames given by load_frames")
     calls = [
