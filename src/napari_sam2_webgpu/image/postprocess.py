@@ -86,10 +86,16 @@ def upsample_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, 
 
 
 def _lerp(values: np.ndarray, axis: int, out_size: int) -> np.ndarray:
+    return _lerp_taps(values, axis, upsample_taps(values.shape[axis], out_size))
+
+
+def _lerp_taps(
+    values: np.ndarray, axis: int, taps: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> np.ndarray:
     # Two taps per output sample: far cheaper than a dense interpolation matrix.
-    low, high, frac = upsample_taps(values.shape[axis], out_size)
+    low, high, frac = taps
     shape = [1] * values.ndim
-    shape[axis] = out_size
+    shape[axis] = len(frac)
     frac = frac.reshape(shape)
     a = np.take(values, low, axis=axis)
     b = np.take(values, high, axis=axis)
@@ -137,19 +143,9 @@ def upsample_window(
     col_taps = upsample_taps(low_res.shape[1], image_hw[1])
     y0, y1 = _reading(row_taps, rows.min(), rows.max())
     x0, x1 = _reading(col_taps, cols.min(), cols.max())
-    source = low_res.astype(np.float32)
-    low, high, frac = (t[x0:x1] for t in col_taps)
-    a, b = source[:, low], source[:, high]
-    a *= np.float32(1.0) - frac
-    b *= frac
-    a += b
-    low, high, frac = (t[y0:y1] for t in row_taps)
-    frac = frac[:, None]
-    top, bottom = a[low], a[high]
-    top *= np.float32(1.0) - frac
-    bottom *= frac
-    top += bottom
-    return y0, x0, top
+    # The taps of the window's outputs only: the same operations as upsample_logits.
+    cols = _lerp_taps(low_res.astype(np.float32), -1, tuple(t[x0:x1] for t in col_taps))
+    return y0, x0, _lerp_taps(cols, -2, tuple(t[y0:y1] for t in row_taps))
 
 
 def _reading(taps: tuple[np.ndarray, np.ndarray, np.ndarray], first: int, last: int):
