@@ -93,6 +93,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pred-iou-thresh", type=float, default=0.8)
     parser.add_argument("--stability-score-thresh", type=float, default=0.95)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--decoder-batch", type=int, help="ours: points per decoder run")
     parser.add_argument("--memory-side", type=int, default=4096, help="0: skip")
     parser.add_argument("--out", help="also write the table here")
     args = parser.parse_args(argv)
@@ -112,7 +113,9 @@ def main(argv=None) -> int:
     paths, _ = build_model(state, args.size, Path(tmp.name), stem=args.size)
     del state
     ours = AutomaticMaskGenerator(
-        Sam2Predictor.from_files(paths.encoder, paths.decoder, args.backend), **params
+        Sam2Predictor.from_files(paths.encoder, paths.decoder, args.backend),
+        decoder_batch=args.decoder_batch,
+        **params,
     )
     backend = ours.predictor.backend_info.describe()
     model = model.to(args.torch).eval()

@@ -68,7 +68,10 @@ class _Predictor:
 
     def __init__(self) -> None:
         self.calls: list = []
-        self.decoder = SimpleNamespace(provider="webgpu")
+        self.decoder = SimpleNamespace(
+            provider="webgpu",
+            enable_capture=lambda captured: self.calls.append(("capture", captured)),
+        )
         self.encoder = SimpleNamespace(
             bind_device=lambda device, graph_capture: self.calls.append(
                 ("bind", device, graph_capture)
@@ -88,10 +91,19 @@ def _sessions(device) -> PairSessions:
     return PairSessions(None, None, SimpleNamespace(provider="webgpu"), device, True)
 
 
-def test_prepare_on_webgpu_binds_warms_up_and_keeps_the_gpu_decoder():
+def test_prepare_on_webgpu_binds_warms_up_and_keeps_the_gpu_decoder(monkeypatch):
+    from napari_sam2_webgpu.image import loading
+
+    monkeypatch.setattr(loading, "capture_decoder", lambda plain, path, s: ("captured", path))
     predictor = _Predictor()
     prepare_on_webgpu(predictor, _sessions("gpu memory"), "unused", warmup=True, decoder_on="gpu")
-    assert predictor.calls == [("bind", "gpu memory", True), ("warm up",)]
+    assert predictor.calls == [
+        ("bind", "gpu memory", True),
+        ("capture", ("captured", "unused")),  # the decoder too, before the warm-up
+        ("warm up",),
+    ]
+    # No WebGPU session can be made here: masks are upsampled on the host.
+    assert predictor.decoder.upsampler is None
     host = _Predictor()
     prepare_on_webgpu(host, _sessions(None), "unused", warmup=False, decoder_on="gpu")
     assert host.calls == []  # embeddings in host memory, no warm-up asked for

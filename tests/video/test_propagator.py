@@ -343,20 +343,35 @@ def test_decoder_without_object_pointers_is_refused(micro_model_files, tmp_path)
 
 def test_device_resident_embeddings_give_the_same_tracks(micro_model_files, stack, cpu_device_io):
     """With embeddings bound to device memory (the WebGPU path; the CPU EP's memory stands in
-    here), memory attention leaves its output on the device for the decoder: same masks."""
+    here), memory attention leaves its output on the device for the decoder: same masks. The
+    device run also decodes through static-shape sessions per prompt shape, as graph capture
+    does on WebGPU (the same sessions, without the recording), reading the conditioned
+    features from the device."""
+    from napari_sam2_webgpu.runtime import create_session
+    from napari_sam2_webgpu.runtime.capture import CapturedSessions
+
     _, files = micro_model_files
     paths = (files.encoder, files.decoder, files.memory_attention, files.memory_encoder)
+
+    def factory(path):
+        return lambda dims: create_session(path, "cpu", fixed_dimensions=dims)[0]
 
     def track(device_resident: bool) -> dict:
         # One propagator at a time: each holds four sessions' memory until it is dropped.
         video = Sam2Propagator.from_files(*paths, "cpu")
         if device_resident:
             assert video.predictor.encoder.bind_device(cpu_device_io, graph_capture=False)
-            video.predictor.decoder.provider = "webgpu"  # as on a GPU: embeddings stay there
+            decoder = video.predictor.decoder
+            decoder.provider = "webgpu"  # as on a GPU: embeddings stay there
+            decoder.enable_capture(
+                CapturedSessions(decoder.session, cpu_device_io, factory(files.decoder))
+            )
         state = video.init_state(stack[:4])
         video.add_prompts(state, 1, 1, points=[[60, 50]], labels=[1])
         masks = dict(video.propagate(state, "both"))
         assert state.embedding(0).on_device == device_resident
+        if device_resident:
+            assert decoder.captured.shapes
         return masks
 
     results = [track(False), track(True)]

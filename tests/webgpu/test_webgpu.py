@@ -86,3 +86,41 @@ def test_propagation_agrees_with_the_cpu(gpu_model_paths):
     assert tracks[0].keys() == tracks[1].keys() == set(range(len(stack)))
     for frame, masks in tracks[0].items():
         assert mask_iou(masks[1], tracks[1][frame][1]) >= 0.999, frame
+
+
+def test_decoder_is_graph_captured_per_prompt_shape(predictors):
+    """Clicks run through captured static-shape decoder sessions (the shapes seen are held)."""
+    gpu, _ = predictors
+    assert gpu.decoder.captures
+    assert gpu.decoder.upsampler is not None  # masks are upsampled on the GPU too
+    gpu.set_image(blob_image(256, 256, seed=7))
+    for count in (1, 2, 4):
+        points = [[40.0 + 30 * i, 60.0] for i in range(count)]
+        gpu.predict(point_coords=points, point_labels=[1] * count)
+    held = gpu.decoder.captured.shapes
+    for count in (1, 2, 4):
+        assert {"num_labels": 1, "num_points": count} in held  # the model adds the padding
+
+
+def test_segment_everything_agrees_with_the_cpu(predictors):
+    """Automatic segmentation (captured runs of 16 prompts, padded) equals the CPU's."""
+    from napari_sam2_webgpu.image.automatic import AutomaticMaskGenerator
+
+    image = blob_image(256, 288, seed=11)
+    results = []
+    for predictor in predictors:
+        generator = AutomaticMaskGenerator(
+            predictor,
+            points_per_side=6,  # 36 points: two full runs of 16 and a padded one
+            pred_iou_thresh=0.0,
+            stability_score_thresh=0.0,
+            box_nms_thresh=1.0,
+        )
+        results.append(generator.generate(image))
+    gpu, cpu = results
+    assert len(gpu) == len(cpu) > 0
+    for record in gpu:
+        same_point = [r for r in cpu if r["point_coords"] == record["point_coords"]]
+        ref = min(same_point, key=lambda r: abs(r["predicted_iou"] - record["predicted_iou"]))
+        assert abs(ref["predicted_iou"] - record["predicted_iou"]) < 2e-3
+        assert mask_iou(record["segmentation"], ref["segmentation"]) >= 0.99

@@ -461,13 +461,22 @@ class AutomaticMaskGenerator:
         multimask = self.multimask_output and mask_input is None
         coords = to_model_coords(points[:, None, :], crop_hw)
         labels = np.ones(coords.shape[:2], dtype=np.float32)
-        step = self.decoder_batch or DECODER_BATCH
+        step = max(1, self.decoder_batch or DECODER_BATCH)
         runs = []
-        for start in range(0, len(points), max(1, step)):
+        for start in range(0, len(points), step):
             part = slice(start, start + step)
+            part_coords, part_labels = coords[part], labels[part]
             masks = None if mask_input is None else mask_input[part]
-            feeds = decoder.model_feeds(embedding, coords[part], labels[part], masks)
-            runs.append(decoder.select(decoder.run(feeds), multimask))
+            count = len(part_coords)
+            if decoder.captures and 1 < count < step:
+                # A captured decoder has one session per run size: a short run is padded to
+                # the full size (repeats of its last point, dropped below) to reuse it.
+                fill = np.arange(step) % count
+                part_coords, part_labels = part_coords[fill], part_labels[fill]
+                masks = None if masks is None else masks[fill]
+            feeds = decoder.model_feeds(embedding, part_coords, part_labels, masks)
+            logits, scores = decoder.select(decoder.run(feeds), multimask)
+            runs.append((logits[:count], scores[:count]))
         if len(runs) == 1:
             return runs[0]
         return np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs])

@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 
 from ..models.interface import DECODER_INPUTS, ENCODER_INPUT
+from ..runtime.capture import CapturedSessions
 from ..runtime.iobinding import run_bound
 from . import postprocess
+from .device_masks import DeviceMaskUpsampler
 from .encoder import ImageEmbedding
 from .prompts import check_mask_input, check_prompts, empty_mask_input
 
@@ -107,6 +109,11 @@ class PromptDecoder:
     path : pathlib.Path or None
     outputs : list of str
         The session's output names, in order.
+    captured : CapturedSessions or None
+        Graph-captured static-shape sessions that :meth:`run` uses first (WebGPU; see
+        :meth:`enable_capture`).
+    upsampler : DeviceMaskUpsampler or None
+        Upsamples and thresholds masks on the device for :meth:`to_masks` (WebGPU).
     stability_delta, stability_thresh : float
         SAM2's settings for choosing the single mask (from the model's metadata).
 
@@ -124,6 +131,8 @@ class PromptDecoder:
         self.provider = provider
         self.path = Path(path) if path else None
         self.outputs = [o.name for o in session.get_outputs()]
+        self.captured: CapturedSessions | None = None
+        self.upsampler: DeviceMaskUpsampler | None = None
         meta = _model_metadata(session)
         self.stability_delta = float(meta.get("stability_delta", 0.05))
         self.stability_thresh = float(meta.get("stability_thresh", 0.98))
@@ -132,6 +141,31 @@ class PromptDecoder:
     def has_object_pointers(self) -> bool:
         """Whether the decoder outputs object pointers (``obj_ptrs``), which video needs."""
         return "obj_ptrs" in self.outputs
+
+    def enable_capture(self, captured: CapturedSessions | None) -> None:
+        """Run through graph-captured sessions, one per prompt shape (``None``: stop).
+
+        A shape is captured the first time it is decoded and checked against the plain session
+        then; shapes that cannot be captured keep running on the plain session.
+        """
+        self.captured = captured
+
+    @property
+    def captures(self) -> bool:
+        """Whether prompt shapes are graph-captured (then a repeated shape is much faster)."""
+        return self.captured is not None and self.captured.enabled
+
+    def to_masks(self, logits: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+        """Boolean masks ``(..., H, W)`` of ``(..., 256, 256)`` logits at SAM2's threshold.
+
+        On the device with :attr:`upsampler` (sizes it takes), else on the host
+        (:func:`.postprocess.logits_to_masks`).
+        """
+        if self.upsampler is not None:
+            masks = self.upsampler(logits, image_hw)
+            if masks is not None:
+                return masks
+        return postprocess.logits_to_masks(logits, image_hw)
 
     def place(self, embedding: ImageEmbedding) -> ImageEmbedding:
         """``embedding`` where this decoder reads it best: a host copy for a CPU decoder."""
@@ -212,7 +246,15 @@ class PromptDecoder:
 
     # -- running and choosing -------------------------------------------------------------------
     def run(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Run the decoder: ``{output name: array}``."""
+        """Run the decoder: ``{output name: array}``.
+
+        Through the captured session of the prompts' shape when there is one (or one can be
+        made), else through the plain session.
+        """
+        if self.captured is not None:
+            outputs = self.captured.run(feeds)
+            if outputs is not None:
+                return outputs
         return dict(zip(self.outputs, run_bound(self.session, feeds), strict=True))
 
     def select(

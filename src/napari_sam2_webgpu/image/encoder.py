@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..models.interface import ENCODER_INPUT, ENCODER_OUTPUTS
+from ..runtime.capture import CAPTURE_OPTIONS
 from ..runtime.iobinding import BoundEncoder, DeviceIO, is_device_value, static_shape
 from .preprocess import MODEL_SIZE, ImageError, prepare_image
 
@@ -42,9 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("napari_sam2_webgpu")
-
-#: Provider options that make the WebGPU EP record the encoder once and replay it.
-CAPTURE_OPTIONS = {"enableGraphCapture": "1"}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ capture, warm-up, where clicks decode).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from ..runtime.capture import CAPTURE_OPTIONS, CapturedSessions
 from .decoder import PromptDecoder, cpu_decoder_is_faster
-from .encoder import CAPTURE_OPTIONS, embedding_device
+from .device_masks import DeviceMaskUpsampler
+from .encoder import embedding_device
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..runtime import BackendInfo
@@ -26,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DECODER_PLACES",
     "PairSessions",
+    "capture_decoder",
     "check_decoder_place",
     "load_pair",
     "open_pair",
@@ -128,6 +132,27 @@ def load_pair(
     return predictor
 
 
+def capture_decoder(
+    plain: PromptDecoder, path: str | os.PathLike, sessions: PairSessions
+) -> CapturedSessions:
+    """Graph-captured sessions of the decoder at ``path``, one per prompt shape, on WebGPU.
+
+    Each is the decoder file opened again with its prompt dimensions fixed; a shape whose
+    session cannot be created on WebGPU (or captured) runs on ``plain``'s session.
+    """
+    from ..runtime import create_session
+
+    webgpu_only = dataclasses.replace(sessions.backend_info, requested="webgpu")
+
+    def create(dimensions: dict[str, int]) -> Any:
+        session, _ = create_session(
+            path, webgpu_only, provider_options=CAPTURE_OPTIONS, fixed_dimensions=dimensions
+        )
+        return session
+
+    return CapturedSessions(plain.session, sessions.device, create)
+
+
 def check_decoder_place(decoder_on: str) -> None:
     """ValueError unless ``decoder_on`` is one of :data:`DECODER_PLACES`."""
     if decoder_on not in DECODER_PLACES:
@@ -152,6 +177,9 @@ def prepare_on_webgpu(
 
     if sessions.device is not None:
         predictor.encoder.bind_device(sessions.device, graph_capture=sessions.graph_capture)
+        if sessions.graph_capture:
+            predictor.decoder.enable_capture(capture_decoder(predictor.decoder, decoder, sessions))
+    predictor.decoder.upsampler = DeviceMaskUpsampler.on_backend(sessions.backend_info)
     if warmup:
         predictor.warm_up()
     if decoder_on == "gpu":

@@ -65,7 +65,7 @@ def decode_masks(
     if return_logits:
         masks = postprocess.upsample_logits(logits, embedding.image_hw)
     else:
-        masks = postprocess.logits_to_masks(logits, embedding.image_hw)
+        masks = decoder.to_masks(logits, embedding.image_hw)
     low_res = _clamped(logits)
     if not batched:
         return masks[0], scores[0], low_res[0]
@@ -86,5 +86,5 @@ def decode_best_mask(
     if batched:
         raise PromptError("predict_best() takes one prompt set; use predict() for batches.")
     logits, scores = postprocess.best_of(logits, scores)
-    mask = postprocess.logits_to_masks(logits[0], embedding.image_hw)[0]
+    mask = decoder.to_masks(logits[0], embedding.image_hw)[0]
     return mask, float(scores[0, 0]), _clamped(logits[0])

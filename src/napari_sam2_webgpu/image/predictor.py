@@ -134,7 +134,10 @@ class Sam2Predictor:
             removes the per-kernel CPU overhead (docs/benchmarks.md). It is checked at load with
             a second image and dropped, with a logged reason, if the execution provider refuses
             it or a replay returns stale outputs (see
-            :func:`~napari_sam2_webgpu.image.encoder.check_replay_not_stale`).
+            :func:`~napari_sam2_webgpu.image.encoder.check_replay_not_stale`). The decoder is
+            captured too, one session per prompt shape, made the first time a shape is decoded
+            and checked against the plain decoder then (see
+            :class:`~napari_sam2_webgpu.runtime.capture.CapturedSessions`).
         warmup : bool
             On WebGPU, run the models once at load so shader compilation and graph capture do
             not slow the first image and the first click.
@@ -226,8 +229,11 @@ class Sam2Predictor:
     def warm_up(self) -> None:
         """Run encoder and decoder once on a blank image (the current image is kept)."""
         embedding = self.decoder.place(self.encoder.warm_up())
-        centre = [[MODEL_SIZE / 2, MODEL_SIZE / 2]]
-        self.predict(point_coords=centre, point_labels=[1], embedding=embedding)
+        # With graph capture each point count is its own decoder session: make the first
+        # clicks' ones now, not on the user's clicks.
+        for count in (1, 2, 3) if self.decoder.captures else (1,):
+            points = [[MODEL_SIZE / 2 + 8 * i, MODEL_SIZE / 2] for i in range(count)]
+            self.predict(point_coords=points, point_labels=[1] * count, embedding=embedding)
         self.last_encode_seconds = self.last_decode_seconds = None
 
     # -- state ----------------------------------------------------------------------------------

@@ -60,10 +60,10 @@ class DeviceIO:
             logger.info("device-resident tensors unavailable: %s", exc)
             return None
 
-    def empty(self, shape: Sequence[int]) -> Any:
-        """A new float32 tensor on the device."""
+    def empty(self, shape: Sequence[int], dtype: Any = np.float32) -> Any:
+        """A new tensor on the device (float32 unless ``dtype`` says otherwise)."""
         return self._ort.OrtValue.ortvalue_from_shape_and_type(
-            list(shape), np.float32, memory_info=self.memory_info
+            list(shape), dtype, memory_info=self.memory_info
         )
 
     def copy(self, sources: Sequence[Any], targets: Sequence[Any]) -> None:

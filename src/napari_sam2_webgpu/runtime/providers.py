@@ -36,7 +36,10 @@ GRAPH_OPTIMIZATION_LEVELS = {
 
 
 def session_options(
-    graph_optimization: str, intra_op_threads: int | None, memory_arena: bool = True
+    graph_optimization: str,
+    intra_op_threads: int | None,
+    memory_arena: bool = True,
+    fixed_dimensions: dict[str, int] | None = None,
 ) -> Any:
     """``SessionOptions`` with the given optimisation level and threads, logging errors only.
 
@@ -49,6 +52,9 @@ def session_options(
     memory_arena : bool
         Whether host memory comes from ONNX Runtime's arena, which keeps its largest size for the
         session's lifetime. Off, large buffers go back to the system after each run.
+    fixed_dimensions : dict of str to int, optional
+        Sizes for the model's named free dimensions (a static-shape session, which the WebGPU
+        EP can graph-capture).
 
     Returns
     -------
@@ -65,6 +71,8 @@ def session_options(
     so.enable_cpu_mem_arena = memory_arena
     # Errors only: placement warnings (e.g. shape ops kept on the CPU) are expected and noisy.
     so.log_severity_level = 3
+    for name, size in (fixed_dimensions or {}).items():
+        so.add_free_dimension_override_by_name(name, int(size))
     return so
 
 
@@ -96,7 +104,11 @@ def model_error(exc: Exception, path: Path) -> Exception | None:
 
 
 def create_cpu_session(
-    path: Path, graph_optimization: str, threads: int | None, memory_arena: bool = True
+    path: Path,
+    graph_optimization: str,
+    threads: int | None,
+    memory_arena: bool = True,
+    fixed_dimensions: dict[str, int] | None = None,
 ) -> Any:
     """A session on the CPU execution provider (arguments as for :func:`session_options`).
 
@@ -107,7 +119,7 @@ def create_cpu_session(
     """
     import onnxruntime as ort
 
-    so = session_options(graph_optimization, threads, memory_arena)
+    so = session_options(graph_optimization, threads, memory_arena, fixed_dimensions)
     try:
         return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -124,6 +136,7 @@ def create_webgpu_session(
     graph_optimization: str,
     threads: int | None,
     memory_arena: bool = True,
+    fixed_dimensions: dict[str, int] | None = None,
 ) -> Any:
     """A session on WebGPU (nodes WebGPU lacks still run on the CPU).
 
@@ -136,7 +149,7 @@ def create_webgpu_session(
         otherwise the plugin EP's device is used.
     provider_options : dict of str to str
         Options for the WebGPU execution provider.
-    graph_optimization, threads, memory_arena
+    graph_optimization, threads, memory_arena, fixed_dimensions
         As for :func:`session_options` (the arena is that of host memory).
 
     Returns
@@ -151,7 +164,7 @@ def create_webgpu_session(
     """
     import onnxruntime as ort
 
-    so = session_options(graph_optimization, threads, memory_arena)
+    so = session_options(graph_optimization, threads, memory_arena, fixed_dimensions)
     data = model if isinstance(model, bytes) else str(model)
     # Without enable_fallback=0, ORT prints the EP error, quietly retries on the CPU and the
     # reason is lost; older versions ignore the keyword, and get_providers() below still holds.

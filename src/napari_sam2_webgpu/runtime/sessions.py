@@ -80,6 +80,7 @@ def create_session(
     graph_optimization: str = "all",
     intra_op_threads: int | None = None,
     cpu_memory_arena: bool = True,
+    fixed_dimensions: dict[str, int] | None = None,
 ) -> tuple[onnxruntime.InferenceSession, BackendInfo]:
     """Create an ONNX Runtime session on the resolved execution provider.
 
@@ -100,6 +101,9 @@ def create_session(
         session's lifetime). Turn it off for models whose intermediate sizes change from run to
         run (memory attention's grows with the memory bank): they would hold the largest run's
         buffers for good.
+    fixed_dimensions : dict of str to int, optional
+        Sizes for the model's named free dimensions, e.g. ``{"num_points": 2}``: a static-shape
+        session (what WebGPU graph capture needs; see :mod:`.capture`).
 
     Returns
     -------
@@ -126,9 +130,18 @@ def create_session(
     if info.provider == "webgpu":
         try:
             session = providers.create_webgpu_session(
-                path, info.webgpu_source, options, opt, intra_op_threads, cpu_memory_arena
+                path,
+                info.webgpu_source,
+                options,
+                opt,
+                intra_op_threads,
+                cpu_memory_arena,
+                fixed_dimensions,
             )
             return session, info
         except Exception as exc:
             info = _webgpu_failed(exc, path, info)
-    return providers.create_cpu_session(path, opt, intra_op_threads, cpu_memory_arena), info
+    session = providers.create_cpu_session(
+        path, opt, intra_op_threads, cpu_memory_arena, fixed_dimensions
+    )
+    return session, info
