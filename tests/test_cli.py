@@ -213,7 +213,7 @@ def test_export_install_puts_the_video_model_where_propagation_finds_it(
 
     video = Sam2Propagator.from_pretrained("micro", "cpu")
     assert video.predictor.encoder_path == paths.encoder
-    assert video.config.num_maskmem == 7 and video.config.max_obj_ptrs_in_encoder == 16
+    assert video.config.num_maskmem == 3 and video.config.max_obj_ptrs_in_encoder == 16
 
 
 def test_export_images_only_and_install_conflicts(tmp_path, capsys):

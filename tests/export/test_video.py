@@ -25,7 +25,7 @@ def test_memory_attention_wrapper_matches_the_official_module(micro_model_files)
     gen = torch.Generator().manual_seed(0)
     embed = torch.randn(1, 256, 64, 64, generator=gen)
     memory = torch.randn(3, 64, 64, 64, generator=gen)
-    tpos = torch.tensor([6, 0, 5])
+    tpos = torch.tensor([2, 0, 1])  # the micro model keeps 3 memories
     ptrs = torch.randn(5, 256, generator=gen)
     offsets = torch.tensor([2.0, 1, 3, -4, 5]) / 15
     with torch.no_grad():
@@ -92,7 +92,7 @@ def test_fused_attention_export_agrees(micro_model_files, tmp_path):
     feeds = {
         "image_embed": rng.normal(size=(1, 256, 64, 64)).astype(np.float32),
         "memory": rng.normal(size=(2, 64, 64, 64)).astype(np.float32),
-        "memory_tpos": np.array([6, 0]),
+        "memory_tpos": np.array([2, 0]),
         "obj_ptrs": rng.normal(size=(3, 256)).astype(np.float32),
         "obj_ptr_offsets": np.array([0.0, 1 / 15, 2 / 15], dtype=np.float32),
     }
@@ -109,7 +109,7 @@ def test_video_metadata(micro_model_files):
     _, files = micro_model_files
     meta = {p.key: p.value for p in onnx.load(str(files.memory_attention)).metadata_props}
     config = json.loads(meta["video_config"])
-    assert config["num_maskmem"] == 7 and config["max_obj_ptrs_in_encoder"] == 16
+    assert config["num_maskmem"] == 3 and config["max_obj_ptrs_in_encoder"] == 16  # micro
     assert config["binarize_mask_from_pts_for_mem_enc"] is True
 
 

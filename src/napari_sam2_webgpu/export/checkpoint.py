@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .configs import hydra_config
+from .configs import MICRO_MEMORY_OVERRIDE, hydra_config
 from .deps import require_export_deps
 
 __all__ = ["build_sam2_model"]
@@ -54,17 +54,32 @@ def build_sam2_model(
     from sam2.build_sam import build_sam2
 
     config_name, overrides = hydra_config(size, config)
+    overrides = list(overrides)
     if seed is not None:
         torch.manual_seed(seed)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"Checkpoint not found: {checkpoint}")
-    model = build_sam2(
-        config_name,
-        ckpt_path=str(checkpoint) if checkpoint is not None else None,
-        device="cpu",
-        mode="eval",
-        hydra_overrides_extra=overrides,
-    )
+
+    def build(extra: list[str]) -> Any:
+        return build_sam2(
+            config_name,
+            ckpt_path=str(checkpoint) if checkpoint is not None else None,
+            device="cpu",
+            mode="eval",
+            hydra_overrides_extra=extra,
+        )
+
+    if checkpoint is None and MICRO_MEMORY_OVERRIDE in overrides:
+        # Random weights drawn as with SAM2's 7 memories (so a seed gives the same network
+        # whatever the bank size), then only the bank's temporal encodings kept.
+        full = build([o for o in overrides if o != MICRO_MEMORY_OVERRIDE])
+        _randomise_zero_parameters(full, seed)
+        model = build(overrides)
+        state = full.state_dict()
+        state["maskmem_tpos_enc"] = state["maskmem_tpos_enc"][: model.num_maskmem]
+        model.load_state_dict(state)
+        return model
+    model = build(overrides)
     if checkpoint is None:
         _randomise_zero_parameters(model, seed)
     return model

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..models.templates import SAM2_0_PREFIX
 
-__all__ = ["CONFIGS", "MICRO_OVERRIDES", "SAM2_0_PREFIX", "hydra_config"]
+__all__ = ["CONFIGS", "MICRO_MEMORY_OVERRIDE", "MICRO_OVERRIDES", "SAM2_0_PREFIX", "hydra_config"]
 
 #: Hydra config (inside the ``sam2`` package) of each model size.
 CONFIGS: dict[str, str] = {
@@ -27,6 +27,10 @@ CONFIGS: dict[str, str] = {
 }
 
 
+#: Frames of memory of the ``micro`` models (build_sam2_model draws their random weights as for
+#: SAM2's 7 and keeps the first 3 temporal encodings, so the other weights do not change).
+MICRO_MEMORY_OVERRIDE = "++model.num_maskmem=3"
+
 #: Hydra overrides that turn the ``tiny`` config into ``micro``.
 MICRO_OVERRIDES: tuple[str, ...] = (
     "++model.image_encoder.trunk.embed_dim=16",
@@ -35,8 +39,11 @@ MICRO_OVERRIDES: tuple[str, ...] = (
     "++model.image_encoder.trunk.global_att_blocks=[3]",
     "++model.image_encoder.trunk.window_pos_embed_bkg_spatial_size=[7,7]",
     "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]",
-    # One memory-attention layer instead of four: propagation tests stay fast on two cores.
+    # One memory-attention layer instead of four, and memories of 3 frames instead of 7 (the
+    # attention's keys): propagation tests stay fast on two cores. Full banks, their
+    # eviction and every graph are the same; the full-size configs keep 7.
     "++model.memory_attention.num_layers=1",
+    MICRO_MEMORY_OVERRIDE,
 )
 
 

@@ -356,7 +356,8 @@ def _write_memory_attention(
     args = (
         image_embed,
         torch.randn(2, int(model.mem_dim), size, size),
-        torch.tensor([0, 3], dtype=torch.int64),
+        # Temporal slots of the example memories (any two the model has).
+        torch.tensor([0, min(3, int(model.num_maskmem) - 1)], dtype=torch.int64),
         torch.randn(3, int(model.hidden_dim)),
         torch.tensor([0.0, 1 / 15, 2 / 15]),
     )
