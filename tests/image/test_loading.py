@@ -73,6 +73,7 @@ class _Predictor:
             enable_capture=lambda captured: self.calls.append(("capture", captured)),
         )
         self.encoder = SimpleNamespace(
+            bound=None,
             bind_device=lambda device, graph_capture: self.calls.append(
                 ("bind", device, graph_capture)
             ),

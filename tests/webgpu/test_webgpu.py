@@ -93,6 +93,7 @@ def test_decoder_is_graph_captured_per_prompt_shape(predictors):
     gpu, _ = predictors
     assert gpu.decoder.captures
     assert gpu.decoder.upsampler is not None  # masks are upsampled on the GPU too
+    assert gpu.encoder.preprocessor is not None  # and images prepared there
     gpu.set_image(blob_image(256, 256, seed=7))
     for count in (1, 2, 4):
         points = [[40.0 + 30 * i, 60.0] for i in range(count)]

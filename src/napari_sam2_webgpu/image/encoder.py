@@ -12,6 +12,7 @@ first image's outputs forever: :func:`check_replay_not_stale`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -25,10 +26,11 @@ import numpy as np
 from ..models.interface import ENCODER_INPUT, ENCODER_OUTPUTS
 from ..runtime.capture import CAPTURE_OPTIONS
 from ..runtime.iobinding import BoundEncoder, DeviceIO, is_device_value, static_shape
-from .preprocess import MODEL_SIZE, ImageError, prepare_image
+from .preprocess import MODEL_SIZE, ImageError, image_window, prepare_image
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..runtime import BackendInfo
+    from .device_preprocess import DevicePreprocessor
 
 __all__ = [
     "CAPTURE_OPTIONS",
@@ -197,8 +199,12 @@ class ImageEncoder:
     path : pathlib.Path or None
     bound : BoundEncoder or None
         Set when embeddings stay in device memory.
+    preprocessor : DevicePreprocessor or None
+        Makes the input tensor on the device, straight into the bound encoder's input (WebGPU;
+        images it does not take are prepared on the host).
     last_seconds : float or None
-        Wall time of the most recent model run (preprocessing excluded).
+        Wall time of the most recent model run (host preprocessing excluded; made on the
+        device, the input's preparation is included).
 
     Raises
     ------
@@ -219,6 +225,7 @@ class ImageEncoder:
         self.backend_info = backend_info
         self.path = Path(path) if path else None
         self.bound = bound
+        self.preprocessor: DevicePreprocessor | None = None
         self.last_seconds: float | None = None
 
     @property
@@ -298,8 +305,18 @@ class ImageEncoder:
             The image cannot be segmented (wrong shape or dtype, too small, all NaN...).
         """
         array = _as_image_array(image)
+        image_hw = (int(array.shape[0]), int(array.shape[1])) if array.ndim >= 2 else (0, 0)
+        preprocessor, bound = self.preprocessor, self.bound
+        if preprocessor is not None and bound is not None:
+            planes, low, high = image_window(array, contrast_limits=contrast_limits, rgb=rgb)
+            if preprocessor.accepts(planes, low, high):
+                start = time.perf_counter()
+                out = bound.run_prepared(functools.partial(preprocessor.prepare, planes, low, high))
+                feats0, feats1, embed = (out[name] for name in ENCODER_OUTPUTS)
+                self.last_seconds = time.perf_counter() - start
+                return ImageEmbedding(embed, feats0, feats1, image_hw, bound.device)
         tensor = prepare_image(array, contrast_limits=contrast_limits, rgb=rgb)
-        return self.encode_tensor(tensor, (int(array.shape[0]), int(array.shape[1])))
+        return self.encode_tensor(tensor, image_hw)
 
     def encode_tensor(self, tensor: np.ndarray, image_hw: tuple[int, int]) -> ImageEmbedding:
         """Encode an already prepared ``(1, 3, 1024, 1024)`` tensor of an image of ``image_hw``."""

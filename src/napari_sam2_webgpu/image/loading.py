@@ -20,6 +20,7 @@ import numpy as np
 from ..runtime.capture import CAPTURE_OPTIONS, CapturedSessions
 from .decoder import PromptDecoder, cpu_decoder_is_faster
 from .device_masks import DeviceMaskUpsampler
+from .device_preprocess import DevicePreprocessor
 from .encoder import embedding_device
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -177,6 +178,10 @@ def prepare_on_webgpu(
 
     if sessions.device is not None:
         predictor.encoder.bind_device(sessions.device, graph_capture=sessions.graph_capture)
+        if predictor.encoder.bound is not None:
+            predictor.encoder.preprocessor = DevicePreprocessor.on_backend(
+                sessions.backend_info, sessions.device
+            )
         if sessions.graph_capture:
             predictor.decoder.enable_capture(capture_decoder(predictor.decoder, decoder, sessions))
     predictor.decoder.upsampler = DeviceMaskUpsampler.on_backend(sessions.backend_info)

@@ -24,6 +24,7 @@ __all__ = [
     "MODEL_SIZE",
     "ImageError",
     "check_image",
+    "image_window",
     "intensity_range",
     "prepare_image",
     "resize_normalised",
@@ -262,6 +263,36 @@ def resize_normalised(
     return out
 
 
+def image_window(
+    image: np.ndarray,
+    *,
+    contrast_limits: Sequence[float] | None = None,
+    rgb: bool | None = None,
+) -> tuple[np.ndarray, float, float]:
+    """Validate an image, drop its alpha channel and find its intensity window.
+
+    The first step of :func:`prepare_image` (and of the same work done on the GPU, see
+    :mod:`.device_preprocess`); parameters as there.
+
+    Returns
+    -------
+    image : numpy.ndarray
+        ``(H, W)`` or ``(H, W, C)`` with C = 1 or 3 (a view of the input).
+    low, high : float
+        Intensities mapped to black and white.
+
+    Raises
+    ------
+    ImageError
+        See :func:`check_image` and :func:`intensity_range`.
+    """
+    check_image(image, rgb=rgb)
+    if image.ndim == 3 and image.shape[-1] == 4:
+        image = image[..., :3]
+    low, high = intensity_range(image, contrast_limits)
+    return image, low, high
+
+
 def prepare_image(
     image: np.ndarray,
     *,
@@ -287,10 +318,7 @@ def prepare_image(
     numpy.ndarray
         ``(1, 3, 1024, 1024)`` float32, ImageNet-normalised.
     """
-    check_image(image, rgb=rgb)
-    if image.ndim == 3 and image.shape[-1] == 4:
-        image = image[..., :3]
-    low, high = intensity_range(image, contrast_limits)
+    image, low, high = image_window(image, contrast_limits=contrast_limits, rgb=rgb)
     planes = resize_normalised(image, low, high)
     if planes.shape[0] == 1:  # resizing is linear, so gray -> RGB can wait until now
         planes = np.repeat(planes, 3, axis=0)

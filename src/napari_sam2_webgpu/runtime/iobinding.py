@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -134,6 +134,7 @@ class BoundEncoder:
         self.device = device
         self.output_shapes = output_shapes
         self.input_name = input_name
+        self.input_shape = tuple(input_shape)
         self.graph_capture = graph_capture
         self._lock = threading.Lock()
         self._binding = self._input = self._outputs = None
@@ -150,16 +151,33 @@ class BoundEncoder:
     def run(self, tensor: np.ndarray) -> dict[str, Any]:
         """Encode ``tensor``; return fresh device tensors, one per output."""
         if self.graph_capture:
+            return self.run_prepared(lambda target: self.device.upload(tensor, target))
+        return self._run_once(
+            lambda binding: binding.bind_cpu_input(self.input_name, np.ascontiguousarray(tensor))
+        )
+
+    def run_prepared(self, fill: Callable[[Any], None]) -> dict[str, Any]:
+        """Encode the input that ``fill(target)`` writes into the device tensor ``target``.
+
+        For inputs made on the device (:mod:`napari_sam2_webgpu.image.device_preprocess`):
+        with graph capture, ``target`` is the captured graph's own input buffer.
+        """
+        if self.graph_capture:
             # Same buffers every time (that is what lets the captured graph be replayed), so
             # one encode at a time.
             with self._lock:
-                self.device.upload(tensor, self._input)
+                fill(self._input)
                 self.session.run_with_iobinding(self._binding)
                 self._binding.synchronize_outputs()
                 return {name: self.device.clone(v) for name, v in self._outputs.items()}
+        target = self.device.empty(self.input_shape)
+        fill(target)
+        return self._run_once(lambda binding: binding.bind_ortvalue_input(self.input_name, target))
+
+    def _run_once(self, bind_input: Callable[[Any], None]) -> dict[str, Any]:
         # A fresh binding per run: encodes from two threads must not rebind each other's.
         binding = self.session.io_binding()
-        binding.bind_cpu_input(self.input_name, np.ascontiguousarray(tensor))
+        bind_input(binding)
         outputs = {name: self.device.empty(shape) for name, shape in self.output_shapes.items()}
         for name, value in outputs.items():
             binding.bind_ortvalue_output(name, value)
