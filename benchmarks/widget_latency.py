@@ -198,13 +198,13 @@ def main(argv=None) -> int:
         "mask_input": np.zeros((1, 1, 256, 256), np.float32),
         "has_mask_input": np.zeros(1, np.float32),
     }
-    decoder = predictor._decoder
+    decoder = predictor.decoder
     for _ in range(3):
-        decoder.run(None, feeds)
+        decoder.run(feeds)
     dec = []
     for _ in range(args.clicks):
         t = time.perf_counter()
-        decoder.run(None, feeds)
+        decoder.run(feeds)
         dec.append((time.perf_counter() - t) * 1e3)
 
     rows = [
