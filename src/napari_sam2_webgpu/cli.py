@@ -1,5 +1,5 @@
-"""The ``napari-sam2-webgpu`` command: models, download, doctor, segment, propagate, export,
-bench."""
+"""The ``napari-sam2-webgpu`` command: models, download, doctor, segment, segment-all,
+propagate, embed, export, bench, to-coco, from-coco."""
 
 from __future__ import annotations
 
@@ -460,7 +460,20 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
         f"model {video.predictor.name} on {video.predictor.backend_info.describe()}",
         file=sys.stderr,
     )
-    state = video.init_state(stack, contrast_limits=args.contrast)
+    provider = None
+    if args.store:
+        from .store import open_stack_store
+
+        # Embeddings from the store; frames it lacks are encoded and added to it.
+        store = open_stack_store(args.store, video.predictor, stack, contrast_limits=args.contrast)
+        print(f"embeddings: {store!r}", file=sys.stderr)
+        rgb = stack.ndim == 4
+        provider = store.provider(
+            lambda frame: video.predictor.compute_embedding(
+                stack[frame], contrast_limits=args.contrast, rgb=rgb
+            )
+        )
+    state = video.init_state(stack, contrast_limits=args.contrast, embedding_provider=provider)
     coords, labels = _prompt_arrays(args)
     video.add_prompts(
         state, args.frame, args.label, points=coords, labels=labels, box=_one_box(args)
@@ -481,6 +494,46 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
         f"{len(done)} frames in {seconds:.1f} s ({len(done) / max(seconds, 1e-9):.2f} frames/s)"
     )
     return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from .imagefiles import read_image
+    from .store import open_stack_store, precompute_embeddings
+
+    _check_model_args(args)
+    if not args.encoder:
+        from .models import check_size
+
+        check_size(args.model)
+    image = read_image(args.stack)
+    predictor = _load_predictor(args)
+    print(f"model {predictor.name} on {predictor.backend_info.describe()}", file=sys.stderr)
+    store = open_stack_store(
+        args.out,
+        predictor,
+        image,
+        contrast_limits=args.contrast,
+        dtype="float16" if args.float16 else "float32",
+        mode="w" if args.overwrite else "a",
+    )
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rframe {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    report = precompute_embeddings(
+        predictor, image, store, contrast_limits=args.contrast, progress=progress
+    )
+    print(file=sys.stderr)
+    for frame, reason in report.failed:
+        print(f"frame {frame} not stored: {reason}", file=sys.stderr)
+    rate = len(report.computed) / max(report.seconds, 1e-9)
+    print(
+        f"{store.path}: {len(report.computed)} frames encoded ({rate:.2f} frames/s), "
+        f"{len(report.skipped)} stored already, {len(report.failed)} failed; "
+        f"{store.dtype}, {store.num_frames} frames of {store.identity.image_hw[0]} x "
+        f"{store.identity.image_hw[1]}"
+    )
+    return 0 if report.ok else 1
 
 
 def _same_path(a: Path, b: Path) -> bool:
@@ -593,6 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_segment_command,
         _add_segment_all_command,
         _add_propagate_command,
+        _add_embed_command,
         _add_convert_command,
         _add_export_command,
         _add_bench_command,
@@ -760,8 +814,36 @@ def _add_propagate_command(subcommands: Any) -> None:
     )
     _add_prompt_options(p, "a prompt point")
     p.add_argument("--direction", choices=DIRECTIONS, default="both")
+    p.add_argument(
+        "--store",
+        help="embedding store of the stack (from `embed`): frames in it are not encoded again, "
+        "frames it lacks are added",
+    )
     _add_output_options(p, "output label stack (.tif, .npy)")
     p.set_defaults(func=_cmd_propagate)
+
+
+def _add_embed_command(subcommands: Any) -> None:
+    p = subcommands.add_parser(
+        "embed",
+        help="encode every frame of an image or stack into an embedding store on disk "
+        "(resumable; the widget and propagation read it instead of encoding)",
+    )
+    p.add_argument("stack", help="image or stack file (.tif, .npy, .png): (frames, H, W[, C])")
+    p.add_argument("--out", required=True, help="the store, a folder (e.g. STACK.sam2.zarr)")
+    _add_model_options(
+        p,
+        "model size (default tiny) or the name of an installed model",
+        "custom encoder ONNX (with --decoder)",
+    )
+    p.add_argument("--contrast", type=_contrast, metavar="LOW,HIGH", help="intensity window")
+    p.add_argument(
+        "--float16",
+        action="store_true",
+        help="store half precision: half the disk space (see docs/embedding-store.md)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="start the store over")
+    p.set_defaults(func=_cmd_embed)
 
 
 def _add_export_command(subcommands: Any) -> None:
