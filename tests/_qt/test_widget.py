@@ -769,3 +769,25 @@ def test_screenshot(dock, qtbot, notes, tmp_path):
     target = os.environ.get("NAPARI_SAM2_WEBGPU_SCREENSHOT")
     if target:
         shutil.copy(path, target)
+
+
+def test_use_store_from_the_console(dock, tmp_path):
+    """``w.use_store(path)``: encodes go to the store, and a second viewer reads them back."""
+    make, docked = dock
+    data = np.stack([blob_image(64, 80, seed=z)[..., 0] for z in range(3)])
+    path = tmp_path / "stack.sam2.zarr"
+    embeddings = []
+    for _ in range(2):
+        viewer = make()
+        viewer.add_image(data, name="stack")
+        widget = docked(viewer)
+        files = widget.encoder_edit.text(), widget.decoder_edit.text()
+        widget.load_model(encoder=files[0], decoder=files[1], backend="cpu", wait=True)
+        store = widget.use_store(str(path))
+        assert store.path == path and widget.annotator.store is store
+        viewer.dims.set_point(0, 1)
+        embeddings.append(widget.encode(wait=True))
+        assert store.done_frames() == [1]
+    np.testing.assert_array_equal(
+        embeddings[0].numpy().image_embed, embeddings[1].numpy().image_embed
+    )

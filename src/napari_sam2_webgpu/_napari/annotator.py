@@ -33,6 +33,7 @@ from napari.utils.notifications import show_warning
 from ..image import EmbeddingCache
 from .decoding import DecodeScheduler, PreviewDecoder
 from .embeddings import EmbeddingTracker, EncodeRequest
+from .errors import AnnotatorError
 from .preview import Preview
 from .prompt_layers import PromptLayers
 from .segmented_image import SegmentedImage
@@ -42,6 +43,7 @@ from .viewer_events import ViewerReactions
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..image import ImageEmbedding, Sam2Predictor
+    from ..store import EmbeddingStore
 
 __all__ = ["Annotator"]
 
@@ -253,6 +255,56 @@ class Annotator:
         self.events.status()
         self.request_decode()
         return True
+
+    def use_store(self, path: Any = None, *, dtype: str = "float32") -> EmbeddingStore:
+        """Keep the image layer's embeddings in a store on disk (read first, written after).
+
+        Reopening the image later (or another machine, with the same model) then costs no
+        encoding for the slices stored. The store holds the layer's slices as napari displays
+        them by default (the last two axes) with the current contrast limits; other views and
+        other limits encode as usual.
+
+        Parameters
+        ----------
+        path : path, optional
+            The store (a folder, ``*.sam2.zarr``); default: next to the layer's file, else in
+            the cache (:func:`~napari_sam2_webgpu._napari.stores.default_store_path`).
+        dtype : {"float32", "float16"}
+            Precision of a new store.
+
+        Returns
+        -------
+        EmbeddingStore
+
+        Raises
+        ------
+        AnnotatorError
+            No image layer or no model.
+        napari_sam2_webgpu.store.StoreMismatchError
+            The store was made for another model, image or contrast (named).
+        napari_sam2_webgpu.store.StoreUnavailableError
+            It cannot be created or written there.
+        """
+        from .stores import open_layer_store
+
+        layer = self.image.require()
+        if self.predictor is None:
+            raise AnnotatorError("Load a model first: a store holds one model's embeddings.")
+        store = open_layer_store(layer, self.predictor, path, dtype=dtype)
+        self.embeddings.attach_store(layer, store)
+        return store
+
+    @property
+    def store(self) -> EmbeddingStore | None:
+        """The store on disk of the image layer's embeddings (see :meth:`use_store`)."""
+        layer = self.image.layer
+        return None if layer is None else self.embeddings.store_of(layer)
+
+    def close_store(self) -> None:
+        """Stop using the image layer's store (the embeddings on disk stay)."""
+        layer = self.image.layer
+        if layer is not None:
+            self.embeddings.attach_store(layer, None)
 
     def sync_embedding(self) -> bool:
         """Make the displayed slice's cached embedding current; whether one is ready."""

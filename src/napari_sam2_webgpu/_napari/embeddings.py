@@ -7,6 +7,7 @@ the predictor holds and for which slice.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +23,13 @@ from .slices import (
     contrast_limits,
     layer_id,
 )
+from .stores import frame_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..image import ImageEmbedding, Sam2Predictor
+    from ..store import EmbeddingStore
+
+logger = logging.getLogger("napari_sam2_webgpu")
 
 __all__ = ["EmbeddingTracker", "EncodeRequest", "find_embedding", "model_key"]
 
@@ -43,16 +48,35 @@ class EncodeRequest:
     slice: SliceInfo
     contrast_limits: tuple[float, float] | None
     rgb: bool
+    store: EmbeddingStore | None = None  # the layer's store on disk, when it has this slice
+    frame: int | None = None  # the slice's frame in it
 
     def load(self) -> np.ndarray:
         """The slice's pixels as a numpy array (reads dask/zarr data)."""
         return np.asarray(base_data(self.layer)[self.slice.indexer()])
 
     def compute(self, predictor: Sam2Predictor) -> ImageEmbedding:
-        """Read the slice and encode it (slow: seconds on a CPU)."""
-        return predictor.compute_embedding(
+        """The slice's embedding: from the layer's store, else read and encoded (slow:
+        seconds on a CPU) and added to the store."""
+        from ..store import StoreUnavailableError, encoder_checksum
+
+        store, frame = self.store, self.frame
+        if store is not None and frame is not None:
+            if store.identity.encoder_sha256 != encoder_checksum(predictor.encoder_path):
+                store = None  # another model: its embeddings are not this one's
+            else:
+                stored = store.get(frame)
+                if stored is not None:
+                    return predictor.encoder.to_device(stored)
+        embedding = predictor.compute_embedding(
             self.load(), contrast_limits=self.contrast_limits, rgb=self.rgb
         )
+        if store is not None and frame is not None and store.writable:
+            try:
+                store.put(frame, embedding)
+            except StoreUnavailableError as exc:
+                logger.warning("%s; this slice's embedding is kept in memory only", exc)
+        return embedding
 
     def key(self, model: str) -> EmbeddingKey:
         """The cache key of the embedding under ``model`` (see :func:`model_key`)."""
@@ -92,6 +116,7 @@ class EmbeddingTracker:
         self.cache = cache
         self.slice: SliceInfo | None = None  # slice whose embedding the predictor holds
         self.key: EmbeddingKey | None = None  # its cache key
+        self.stores: dict[Any, EmbeddingStore] = {}  # stores on disk, per layer
         self._warned_large: set[Any] = set()
 
     def forget(self) -> None:
@@ -100,8 +125,20 @@ class EmbeddingTracker:
         self.key = None
 
     def drop_layer(self, image: Image) -> None:
-        """Drop the embeddings of ``image`` (its data changed, or it was removed)."""
+        """Drop the embeddings of ``image`` (its data changed, or it was removed), and its store."""
         self.cache.drop_layer(layer_id(image))
+        self.stores.pop(layer_id(image), None)
+
+    def attach_store(self, image: Image, store: EmbeddingStore | None) -> None:
+        """Read and write ``image``'s embeddings in ``store`` (``None``: no store)."""
+        if store is None:
+            self.stores.pop(layer_id(image), None)
+        else:
+            self.stores[layer_id(image)] = store
+
+    def store_of(self, image: Image) -> EmbeddingStore | None:
+        """The store attached to ``image``, if any."""
+        return self.stores.get(layer_id(image))
 
     def encode_request(self, image: Image, sl: SliceInfo) -> tuple[EncodeRequest, str | None]:
         """Describe the encoding of slice ``sl`` (validated), and a warning shown once per
@@ -123,6 +160,10 @@ class EmbeddingTracker:
                 "decode slower and multimask is off. Crop the image for faster interaction."
             )
         request = EncodeRequest(image, layer_id(image), sl, contrast_limits(image), bool(image.rgb))
+        store = self.stores.get(request.layer_id)
+        # The store serves the contrast limits it was made with; other limits encode as usual.
+        if store is not None and store.identity.contrast_limits == request.contrast_limits:
+            request.store, request.frame = store, frame_of(store, sl)
         return request, warning
 
     def store(self, request: EncodeRequest, embedding: ImageEmbedding, predictor: Any) -> None:

@@ -434,6 +434,15 @@ class Sam2Widget(QWidget):
         """
         return self.segment_all_runner.segment_all(scope, axis, wait, params)
 
+    def use_store(self, path: str | None = None, *, dtype: str = "float32"):
+        """Keep the image layer's embeddings in a store on disk, so that reopening the image
+        (or a store made by ``napari-sam2-webgpu embed``) costs no encoding. Default place:
+        next to the image file, else in the cache. Needs a loaded model. Raises when the
+        store was made for another model, image or contrast, or cannot be written (the
+        message says which); more in docs/embedding-store.md."""
+        self.wait()
+        return self.annotator.use_store(path, dtype=dtype)
+
     def cancel_segment_all(self) -> None:
         """Stop segment all before the next decoder batch; the slices written stay."""
         self.segment_all_runner.cancel()

@@ -332,6 +332,14 @@ class ImageEncoder:
         self.last_seconds = time.perf_counter() - start
         return emb
 
+    def to_device(self, embedding: ImageEmbedding) -> ImageEmbedding:
+        """``embedding`` in the device memory this encoder writes to (as is without one)."""
+        if self.bound is None or embedding.on_device:
+            return embedding
+        device = self.bound.device
+        tensors = [device.upload(t) for t in embedding.tensors]
+        return ImageEmbedding(*tensors, embedding.image_hw, device)
+
     def warm_up(self) -> ImageEmbedding:
         """Encode a blank image once (shader compilation, graph capture) and return it."""
         embedding = self.encode(np.zeros((MODEL_SIZE, MODEL_SIZE), dtype=np.uint8))
