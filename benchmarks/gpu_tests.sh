@@ -5,6 +5,9 @@
 #   on the lent machine: begin the command with ../shared/device/activate.sh's lines, carry .whl,
 #   .gl and .gpu-models (made here by `bash benchmarks/gpu_tests.sh --export-only`), then
 #   NAPARI_SAM2_WEBGPU_TEST_MODELS=.gpu-models bash benchmarks/gpu_tests.sh
+#   (.whl needs zarr and its wheels: ../shared/device/prepare.sh zarr==3.1.6 numcodecs donfig
+#   google-crc32c. When the carried tree would pass 64 MiB, leave .gpu-models out: the micro
+#   model is then exported there with torch and sam2, from .whl.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ ${1:-} == --export-only ]]; then

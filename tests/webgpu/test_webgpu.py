@@ -125,3 +125,22 @@ def test_segment_everything_agrees_with_the_cpu(predictors):
         ref = min(same_point, key=lambda r: abs(r["predicted_iou"] - record["predicted_iou"]))
         assert abs(ref["predicted_iou"] - record["predicted_iou"]) < 2e-3
         assert mask_iou(record["segmentation"], ref["segmentation"]) >= 0.99
+
+
+def test_stored_embedding_goes_back_to_the_gpu(predictors, tmp_path):
+    """An embedding written to a store from the GPU and read back decodes the same masks."""
+    pytest.importorskip("zarr")
+    from napari_sam2_webgpu.store import EmbeddingStore, StoreIdentity
+
+    gpu, _ = predictors
+    image = blob_image(200, 240, seed=3)
+    embedding = gpu.compute_embedding(image)
+    identity = StoreIdentity("micro", "0" * 64, (), (200, 240), rgb=True)
+    store = EmbeddingStore.open(tmp_path / "s.zarr", identity)
+    store.put(0, embedding)
+    again = gpu.encoder.to_device(store.get(0))
+    assert again.on_device
+    prompt = {"point_coords": [[100.0, 90.0]], "point_labels": [1]}
+    got, _, _ = gpu.predict_best(**prompt, embedding=again)
+    ref, _, _ = gpu.predict_best(**prompt, embedding=embedding)
+    assert mask_iou(got, ref) >= 0.999
