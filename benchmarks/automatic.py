@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import random_model
 
 
 def objects_image(side: int, seed: int = 0) -> np.ndarray:
@@ -102,16 +103,11 @@ def main(argv=None) -> int:
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
     from napari_sam2_webgpu import Sam2Predictor
-    from napari_sam2_webgpu.export import build_sam2_model
     from napari_sam2_webgpu.image.automatic import AutomaticMaskGenerator
-    from napari_sam2_webgpu.models.convert import build_model
 
     params = _params(args)
-    model = build_sam2_model(args.size, seed=0)
-    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     tmp = tempfile.TemporaryDirectory()
-    paths, _ = build_model(state, args.size, Path(tmp.name), stem=args.size)
-    del state
+    model, paths = random_model(args.size, tmp.name, keep=True)
     ours = AutomaticMaskGenerator(
         Sam2Predictor.from_files(paths.encoder, paths.decoder, args.backend),
         decoder_batch=args.decoder_batch,

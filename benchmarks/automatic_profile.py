@@ -14,9 +14,9 @@ import cProfile
 import pstats
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
+from common import random_model
 
 
 def main(argv=None) -> int:
@@ -30,15 +30,10 @@ def main(argv=None) -> int:
 
     from napari_sam2_webgpu import Sam2Predictor
     from napari_sam2_webgpu.benchmark import test_image
-    from napari_sam2_webgpu.export import build_sam2_model
     from napari_sam2_webgpu.image.automatic import AutomaticMaskGenerator
-    from napari_sam2_webgpu.models.convert import build_model
 
-    model = build_sam2_model(args.size, seed=0)
-    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    del model
     tmp = tempfile.TemporaryDirectory()
-    paths, _ = build_model(state, args.size, Path(tmp.name), stem=args.size)
+    _, paths = random_model(args.size, tmp.name)
     predictor = Sam2Predictor.from_files(paths.encoder, paths.decoder, args.backend)
     generator = AutomaticMaskGenerator(
         predictor,

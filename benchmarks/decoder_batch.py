@@ -10,22 +10,10 @@ encoded, then the decoder runs ``B`` single-point prompts at once for each ``B``
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
-
-
-def _time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
+from common import median_ms, random_model
 
 
 def main(argv=None) -> int:
@@ -37,15 +25,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from napari_sam2_webgpu import Sam2Predictor
-    from napari_sam2_webgpu.export import build_sam2_model
     from napari_sam2_webgpu.image.postprocess import to_model_coords
-    from napari_sam2_webgpu.models.convert import build_model
 
-    model = build_sam2_model(args.size, seed=0)
-    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    del model
     tmp = tempfile.TemporaryDirectory()
-    paths, _ = build_model(state, args.size, Path(tmp.name), stem=args.size)
+    _, paths = random_model(args.size, tmp.name)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (1024, 1024), dtype=np.uint8)
     print("| backend | batch | ms per run | ms per point |")
@@ -59,7 +42,7 @@ def main(argv=None) -> int:
             coords = to_model_coords(points, (1024, 1024))
             labels = np.ones(coords.shape[:2], dtype=np.float32)
             feeds = decoder.model_feeds(embedding, coords, labels, None)
-            ms = _time(lambda feeds=feeds, run=decoder.run: run(feeds), args.repeats)
+            ms = median_ms(lambda feeds=feeds, run=decoder.run: run(feeds), args.repeats)
             print(f"| {backend} | {batch} | {ms:.1f} | {ms / batch:.2f} |", flush=True)
     tmp.cleanup()
     return 0

@@ -16,22 +16,11 @@ encoded on the CPU; then for each prompt shape ``B x N`` (``--shapes 1x2 1x3 16x
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-
-
-def _median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
+from common import median_ms, random_model
 
 
 def main(argv=None) -> int:
@@ -43,16 +32,11 @@ def main(argv=None) -> int:
 
     import onnxruntime as ort
 
-    from napari_sam2_webgpu.export import build_sam2_model
-    from napari_sam2_webgpu.models.convert import build_model
     from napari_sam2_webgpu.runtime import webgpu_ep_device
     from napari_sam2_webgpu.runtime.iobinding import DeviceIO
 
-    model = build_sam2_model(args.size, seed=0)
-    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    del model
     tmp = tempfile.TemporaryDirectory()
-    paths, _ = build_model(state, args.size, Path(tmp.name), stem=args.size)
+    _, paths = random_model(args.size, tmp.name)
     rng = np.random.default_rng(0)
     image = rng.normal(0, 1, (1, 3, 1024, 1024)).astype(np.float32)
     enc = ort.InferenceSession(str(paths.encoder), providers=["CPUExecutionProvider"])
@@ -127,7 +111,7 @@ def main(argv=None) -> int:
         except Exception as exc:  # noqa: BLE001
             print(f"| {spec} | {create_ms:.0f} | run failed: {str(exc)[:300]} |")
             continue
-        captured_ms = _median_ms(lambda p=p1, call=call: call(p), args.repeats)
+        captured_ms = median_ms(lambda p=p1, call=call: call(p), args.repeats)
 
         def plain_call(p=p1):
             io2 = plain.io_binding()
@@ -141,7 +125,7 @@ def main(argv=None) -> int:
             io2.synchronize_outputs()
             return [v.numpy() for v in io2.get_outputs()]
 
-        plain_ms = _median_ms(plain_call, args.repeats)
+        plain_ms = median_ms(plain_call, args.repeats)
         print(
             f"| {spec} | {create_ms:.0f} | {err_first:.1e} | {err_replay:.1e} "
             f"| {captured_ms:.1f} | {plain_ms:.1f} |"

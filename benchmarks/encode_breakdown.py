@@ -11,20 +11,9 @@ the input made on the host and on the device.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from pathlib import Path
 
-
-def _median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
+from common import median_ms, random_model
 
 
 def main(argv=None) -> int:
@@ -38,15 +27,10 @@ def main(argv=None) -> int:
 
     from napari_sam2_webgpu import Sam2Predictor
     from napari_sam2_webgpu.benchmark import test_image
-    from napari_sam2_webgpu.export import build_sam2_model
     from napari_sam2_webgpu.image.preprocess import prepare_image
-    from napari_sam2_webgpu.models.convert import build_model
 
-    model = build_sam2_model(args.size, seed=0)
-    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    del model
     tmp = tempfile.TemporaryDirectory()
-    paths, _ = build_model(state, args.size, Path(tmp.name), stem=args.size)
+    _, paths = random_model(args.size, tmp.name)
     predictor = Sam2Predictor.from_files(paths.encoder, paths.decoder, "webgpu")
     encoder = predictor.encoder
     device_prep = encoder.preprocessor
@@ -60,11 +44,11 @@ def main(argv=None) -> int:
     print("| --- | --- | --- | --- |")
     for side in args.sides:
         image = np.asarray(test_image(side))
-        host_prep = _median_ms(lambda image=image: prepare_image(image), args.repeats)
+        host_prep = median_ms(lambda image=image: prepare_image(image), args.repeats)
         encoder.preprocessor = None
-        on_host = _median_ms(lambda image=image: encoded(image), args.repeats)
+        on_host = median_ms(lambda image=image: encoded(image), args.repeats)
         encoder.preprocessor = device_prep
-        on_device = _median_ms(lambda image=image: encoded(image), args.repeats)
+        on_device = median_ms(lambda image=image: encoded(image), args.repeats)
         print(
             f"| {side}² {image.dtype} {image.shape} | {host_prep:.1f} | {on_host:.1f} "
             f"| {on_device:.1f} |"

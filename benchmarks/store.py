@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import random_model
 
 _REOPEN = r"""
 import json, sys, time
@@ -57,17 +58,12 @@ def main(argv=None) -> int:
 
     from napari_sam2_webgpu import Sam2Predictor
     from napari_sam2_webgpu.benchmark import test_image
-    from napari_sam2_webgpu.export import build_sam2_model
     from napari_sam2_webgpu.image.postprocess import mask_iou
-    from napari_sam2_webgpu.models.convert import build_model
     from napari_sam2_webgpu.store import EmbeddingStore, StoreIdentity, encoder_checksum
 
-    model = build_sam2_model(args.size, seed=0)
-    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    del model
     tmp = tempfile.TemporaryDirectory(dir=args.folder)
     folder = Path(tmp.name)
-    paths, _ = build_model(state, args.size, folder / "model", stem=args.size)
+    _, paths = random_model(args.size, folder / "model")
     predictor = Sam2Predictor.from_files(paths.encoder, paths.decoder, "cpu")
     checksum = encoder_checksum(paths.encoder)
 

@@ -16,7 +16,6 @@ full-size float array.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,8 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..runtime import BackendInfo
 
 __all__ = ["MAX_DEVICE_ELEMENTS", "DeviceMaskUpsampler", "mask_upsample_model"]
-
-logger = logging.getLogger("napari_sam2_webgpu")
 
 #: Most output elements (masks x pixels) upsampled on the device at once: its float32
 #: intermediate is 4 bytes each (256 MB here); beyond it the host's row blocks take over.
@@ -64,8 +61,16 @@ def mask_upsample_model() -> bytes:
         ],
         [helper.make_tensor_value_info("masks", TensorProto.BOOL, ["B", "K", "H", "W"])],
     )
+    return serialise(graph)
+
+
+def serialise(graph: Any) -> bytes:
+    """An ONNX ``GraphProto`` as a model file's bytes (opset 17, IR 8: every supported
+    onnxruntime reads them)."""
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # what every supported onnxruntime reads
+    model.ir_version = 8
     return model.SerializeToString()
 
 
@@ -91,18 +96,10 @@ class DeviceMaskUpsampler:
     @classmethod
     def on_backend(cls, info: BackendInfo) -> DeviceMaskUpsampler | None:
         """An upsampler on WebGPU, or ``None`` when no WebGPU session can be made (logged)."""
-        from ..runtime import providers
+        from ..runtime.sessions import webgpu_graph_session
 
-        if info.provider != "webgpu":
-            return None
-        try:
-            session = providers.create_webgpu_session(
-                mask_upsample_model(), info.webgpu_source, {}, "all", None
-            )
-        except Exception as exc:  # an optimisation: the host path always works
-            logger.info("masks are upsampled on the host (no WebGPU session: %s)", exc)
-            return None
-        return cls(session)
+        session = webgpu_graph_session(mask_upsample_model(), info, "masks are upsampled")
+        return None if session is None else cls(session)
 
     def __call__(
         self, logits: np.ndarray, image_hw: tuple[int, int], threshold: float = MASK_THRESHOLD

@@ -16,13 +16,13 @@ antialiased bilinear), as two dense matrix products: rows ``(1024, H)`` and colu
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .device_masks import serialise
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, MODEL_SIZE, resize_weights
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,8 +30,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..runtime.iobinding import DeviceIO
 
 __all__ = ["MAX_DEVICE_PIXELS", "DevicePreprocessor", "preprocess_model"]
-
-logger = logging.getLogger("napari_sam2_webgpu")
 
 #: Largest image (pixels) prepared on the device: its float32 copy and the resize matrices
 #: (4 bytes x 1024 x side each) stay within a few hundred MB of GPU memory.
@@ -82,9 +80,7 @@ def preprocess_model() -> bytes:
         [helper.make_tensor_value_info("tensor", TensorProto.FLOAT, [1, 3, size, size])],
         initializer=constants,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # what every supported onnxruntime reads
-    return model.SerializeToString()
+    return serialise(graph)
 
 
 class DevicePreprocessor:
@@ -116,18 +112,10 @@ class DevicePreprocessor:
     @classmethod
     def on_backend(cls, info: BackendInfo, device: DeviceIO) -> DevicePreprocessor | None:
         """A preprocessor on WebGPU, or ``None`` when no WebGPU session can be made (logged)."""
-        from ..runtime import providers
+        from ..runtime.sessions import webgpu_graph_session
 
-        if info.provider != "webgpu":
-            return None
-        try:
-            session = providers.create_webgpu_session(
-                preprocess_model(), info.webgpu_source, {}, "all", None
-            )
-        except Exception as exc:  # an optimisation: the host path always works
-            logger.info("images are prepared on the host (no WebGPU session: %s)", exc)
-            return None
-        return cls(session, device)
+        session = webgpu_graph_session(preprocess_model(), info, "images are prepared")
+        return None if session is None else cls(session, device)
 
     def accepts(self, image: np.ndarray, low: float, high: float) -> bool:
         """Whether :meth:`prepare` takes this image: not too large, a real intensity window."""

@@ -14,7 +14,7 @@ import errno
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import providers
 from .backend import BackendInfo, resolve_backend
@@ -24,7 +24,7 @@ from .providers import GRAPH_OPTIMIZATION_LEVELS
 if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
 
-__all__ = ["create_session"]
+__all__ = ["create_session", "webgpu_graph_session"]
 
 logger = logging.getLogger("napari_sam2_webgpu")
 
@@ -145,3 +145,28 @@ def create_session(
         path, opt, intra_op_threads, cpu_memory_arena, fixed_dimensions
     )
     return session, info
+
+
+def webgpu_graph_session(model: bytes, info: BackendInfo, purpose: str) -> Any | None:
+    """A WebGPU session of a small graph built in memory, or ``None`` (then logged).
+
+    For the optional work done beside the models on the GPU (preparing inputs, upsampling
+    masks): ``None`` when ``info`` is not WebGPU or the session cannot be made, and the
+    caller keeps that work on the host.
+
+    Parameters
+    ----------
+    model : bytes
+        The serialised ONNX model.
+    info : BackendInfo
+        The resolved backend of the models it works beside.
+    purpose : str
+        What it does, for the log: "<purpose> on the host (...)".
+    """
+    if info.provider != "webgpu":
+        return None
+    try:
+        return providers.create_webgpu_session(model, info.webgpu_source, {}, "all", None)
+    except Exception as exc:  # an optimisation: the host path always works
+        logger.info("%s on the host (no WebGPU session: %s)", purpose, one_line(exc))
+        return None
