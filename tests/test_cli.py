@@ -531,12 +531,14 @@ def test_parser_has_every_subcommand_in_help_order():
     parser = build_parser()
     names = ["models", "download", "doctor", "segment", "propagate", "convert", "export", "bench"]
     names.insert(names.index("segment") + 1, "segment-all")
+    names.insert(names.index("propagate") + 1, "embed")
     names += ["to-coco", "from-coco"]
     assert "{" + ",".join(names) + "}" in parser.format_help()
     required = {"segment": ["x.png", "--out", "o.npy"], "propagate": ["s.npy", "--frame", "0"]}
     required["propagate"] += ["--out", "o.npy"]
     required["convert"] = ["x.pt"]
     required["segment-all"] = ["x.png", "--out", "o.tif"]
+    required["embed"] = ["x.tif", "--out", "x.sam2.zarr"]
     required["to-coco"] = ["x.png", "--out", "o.json"]
     required["from-coco"] = ["c.json", "--out-dir", "d"]
     for name in names:
