@@ -8,6 +8,7 @@ Slices displayed another way (a transposed view) are encoded as usual, without t
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,8 +89,6 @@ def default_store_path(layer: Image, cache: Path | None = None) -> Path:
 
 
 def _writable(folder: Path) -> bool:
-    import os
-
     return os.access(folder, os.W_OK)
 
 

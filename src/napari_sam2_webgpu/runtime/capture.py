@@ -119,9 +119,8 @@ class _Captured:
             self.binding.bind_ortvalue_output(name, value)
 
     def run(self, dynamic: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        ort = self.device._ort
         sources = [
-            value if is_device_value(value) else ort.OrtValue.ortvalue_from_numpy(value)
+            value if is_device_value(value) else self.device.wrap(value)
             for value in dynamic.values()
         ]
         # One copy call for every prompt input (each call waits for the device).
@@ -134,7 +133,7 @@ class _Captured:
         }
         self.device.copy(
             list(self.outputs.values()),
-            [ort.OrtValue.ortvalue_from_numpy(array) for array in results.values()],
+            [self.device.wrap(array) for array in results.values()],
         )
         return results
 
@@ -272,7 +271,7 @@ class CapturedSessions:
                 self.device.copy([value], [target])
             else:
                 host = np.ascontiguousarray(value, dtype=self.dtypes[name])
-                self.device.copy([self.device._ort.OrtValue.ortvalue_from_numpy(host)], [target])
+                self.device.copy([self.device.wrap(host)], [target])
             self._shared_from[name] = value
 
     def _capture(

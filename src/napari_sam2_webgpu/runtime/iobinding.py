@@ -75,17 +75,21 @@ class DeviceIO:
             return
         self._ort.copy_tensors(list(sources), list(targets), None)
 
+    def wrap(self, array: np.ndarray) -> Any:
+        """A host ``OrtValue`` viewing ``array`` (C-contiguous), to :meth:`copy` from or into."""
+        return self._ort.OrtValue.ortvalue_from_numpy(array)
+
     def upload(self, array: np.ndarray, target: Any | None = None) -> Any:
         """Copy a host array into ``target`` (or a new device tensor) and return it."""
         array = np.ascontiguousarray(array, dtype=np.float32)
         target = self.empty(array.shape) if target is None else target
-        self.copy([self._ort.OrtValue.ortvalue_from_numpy(array)], [target])
+        self.copy([self.wrap(array)], [target])
         return target
 
     def download(self, value: Any) -> np.ndarray:
         """Copy a device tensor to a new host array."""
         host = np.empty(value.shape(), dtype=np.float32)
-        self.copy([value], [self._ort.OrtValue.ortvalue_from_numpy(host)])
+        self.copy([value], [self.wrap(host)])
         return host
 
     def clone(self, value: Any) -> Any:
