@@ -740,3 +740,34 @@ def test_segment_all_refuses_a_file_out_for_a_folder(model_args, tmp_path, capsy
     np.save(folder / "b.npy", blob_image(H, W))
     code = main(["segment-all", str(folder), "--out", str(tmp_path / "x.tif"), *model_args])
     assert code == 1 and "give a folder" in capsys.readouterr().err
+
+
+def test_segment_all_tiles_an_ome_zarr(model_args, micro_predictor, tmp_path, capsys):
+    """--tiles on: the labels of the core's tiled generator, from an OME-Zarr read lazily."""
+    import tifffile
+    import zarr
+
+    from napari_sam2_webgpu.image.automatic import AutomaticMaskGenerator
+    from napari_sam2_webgpu.image.tiling import TileSpec
+
+    image = blob_image(120, 150, seed=5)[..., 0]
+    group = zarr.open_group(str(tmp_path / "a.ome.zarr"), mode="w")
+    group.create_array("0", shape=(1, *image.shape), chunks=(1, 64, 64), dtype="uint8")[:] = image[
+        None
+    ]
+    group.attrs["ome"] = {
+        "multiscales": [{"axes": [{"name": n} for n in "cyx"], "datasets": [{"path": "0"}]}]
+    }
+    tiles = ["--tiles", "on", "--tile-size", "96", "--halo", "16"]
+    out = tmp_path / "a.tif"
+    args = ["segment-all", str(tmp_path / "a.ome.zarr"), "--out", str(out), *model_args]
+    assert main([*args, *LOW_THRESHOLDS, *tiles]) == 0
+    generator = AutomaticMaskGenerator(
+        micro_predictor, points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0,
+        box_nms_thresh=1,
+    )  # fmt: skip
+    expected, _ = generator.generate_labels(image, tiles=TileSpec(96, 16))
+    np.testing.assert_array_equal(tifffile.imread(out), expected)
+    capsys.readouterr()
+    assert main([*args, "--overwrite", "--tile-size", "96", "--halo", "40", "--tiles", "on"]) == 1
+    assert "--tile-size/--halo" in capsys.readouterr().err

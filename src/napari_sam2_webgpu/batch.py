@@ -23,7 +23,7 @@ from .imagefiles import (
     ImageFileError,
     check_label_output,
     label_dtype,
-    read_image,
+    open_image,
     write_labels,
 )
 
@@ -37,8 +37,19 @@ __all__ = [
     "run_batch",
 ]
 
-#: File types a folder or pattern contributes to a batch (what :func:`read_image` reads).
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
+#: File types a folder or pattern contributes to a batch (what :func:`open_image` reads;
+#: ``.zarr`` is a folder: OME-Zarr or a zarr array).
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy", ".zarr")
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.is_dir() and path.suffix.lower() == ".zarr"
+
+
+def _is_image(path: Path) -> bool:
+    return (path.is_file() or _is_zarr(path)) and path.suffix.lower() in IMAGE_SUFFIXES
+
+
 #: What an output file is named in an output folder: ``<input stem>_labels.tif``.
 LABELS_SUFFIX = "_labels.tif"
 
@@ -90,6 +101,8 @@ def _sources(input: str) -> list[Path]:
     if _is_pattern(input):
         found = [Path(p) for p in sorted(glob.glob(input, recursive=True))]
         where = f"matching {input!r}"
+    elif _is_zarr(Path(input)):
+        return [Path(input)]
     elif Path(input).is_dir():
         found = sorted(Path(input).iterdir())
         where = f"in {input}"
@@ -97,7 +110,7 @@ def _sources(input: str) -> list[Path]:
         return [Path(input)]
     else:
         raise BatchError(f"{input}: no such file or folder.")
-    images = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    images = [p for p in found if _is_image(p)]
     if not images:
         raise BatchError(f"No image files {where} (looked for {', '.join(IMAGE_SUFFIXES)}).")
     return images
@@ -142,7 +155,7 @@ def plan_batch(input: str | os.PathLike, out: str | os.PathLike) -> list[BatchIt
     text = os.fspath(input)
     sources = _sources(text)
     out = Path(out)
-    single = len(sources) == 1 and not _is_pattern(text) and not Path(text).is_dir()
+    single = len(sources) == 1 and not _is_pattern(text) and sources[0] == Path(text)
     if single and out.suffix.lower() in LABEL_FORMATS and not out.is_dir():
         return [BatchItem(sources[0], out)]
     if out.suffix.lower() in LABEL_FORMATS and not out.is_dir():
@@ -180,7 +193,8 @@ def run_batch(
         From :func:`plan_batch`.
     segment : callable
         ``segment(image, item) -> labels``: the label image (unsigned or non-negative integers)
-        of an image as :func:`~.imagefiles.read_image` returns it.
+        of an image as :func:`~.imagefiles.open_image` returns it (numpy, or a lazy zarr/dask
+        array for ``.zarr``, TIFF and ``.npy`` inputs: read what is needed).
     overwrite : bool
         Recompute outputs that exist (they are skipped otherwise).
     on_item : callable, optional
@@ -205,7 +219,7 @@ def run_batch(
             status = "skipped"
         else:
             try:
-                image = read_image(item.source)
+                image = open_image(item.source)
                 labels = np.asarray(segment(image, item))
                 check_label_output(
                     item.output,

@@ -288,7 +288,43 @@ def _segment_all_params(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _segment_stack(image: np.ndarray, segment: Any, name: str) -> np.ndarray:
+def _tile_spec(args: argparse.Namespace, image_hw: tuple[int, int]) -> Any:
+    """The TileSpec the --tiles options ask for on an image of ``image_hw`` (None: whole)."""
+    from .image.tiling import TileSpec, needs_tiling
+
+    if args.tiles == "off" or (args.tiles == "auto" and not needs_tiling(image_hw)):
+        return None
+    try:
+        return TileSpec(args.tile_size, args.halo)
+    except ValueError as exc:
+        raise CommandError(f"--tile-size/--halo: {exc}") from exc
+
+
+def _add_tile_options(p: argparse.ArgumentParser) -> None:
+    from .image.tiling import DEFAULT_HALO, DEFAULT_TILE_SIZE, TILING_THRESHOLD
+
+    p.add_argument(
+        "--tiles",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help=f"encode as overlapping tiles at full resolution: auto = images longer than "
+        f"{TILING_THRESHOLD} pixels on a side (see docs/tiling.md)",
+    )
+    p.add_argument(
+        "--tile-size",
+        type=int,
+        default=DEFAULT_TILE_SIZE,
+        help=f"tile side in pixels (default {DEFAULT_TILE_SIZE}: native scale; 2048 = half)",
+    )
+    p.add_argument(
+        "--halo",
+        type=int,
+        default=DEFAULT_HALO,
+        help=f"overlap kept around each tile, pixels (default {DEFAULT_HALO})",
+    )
+
+
+def _segment_stack(image: Any, segment: Any, name: str) -> np.ndarray:
     """Each slice of a stack on its own; ids stay unique through the stack (offset per slice).
 
     A slice that cannot be segmented (e.g. no finite value) is left empty and reported; the
@@ -314,7 +350,7 @@ def _segment_stack(image: np.ndarray, segment: Any, name: str) -> np.ndarray:
 
 def _cmd_segment_all(args: argparse.Namespace) -> int:
     from .batch import plan_batch, run_batch
-    from .image.automatic import AutomaticMaskGenerator, masks_to_labels
+    from .image.automatic import AutomaticMaskGenerator
 
     _check_model_args(args)
     if not args.encoder:
@@ -330,11 +366,17 @@ def _cmd_segment_all(args: argparse.Namespace) -> int:
     print(f"model {predictor.name} on {predictor.backend_info.describe()}", file=sys.stderr)
     generator = AutomaticMaskGenerator(predictor, **_segment_all_params(args))
 
-    def segment_image(image: np.ndarray) -> np.ndarray:
-        records = generator.generate(image, contrast_limits=args.contrast)
-        return masks_to_labels(records, image.shape[:2], order=args.order)
+    def segment_image(image: Any) -> np.ndarray:
+        spec = _tile_spec(args, image.shape[:2])
+        if spec is None:
+            image = np.asarray(image)
+        # Labels straight from the masks' boxes: no image-sized mask per object.
+        labels, _ = generator.generate_labels(
+            image, order=args.order, contrast_limits=args.contrast, tiles=spec
+        )
+        return labels
 
-    def segment(image: np.ndarray, item: Any) -> np.ndarray:
+    def segment(image: Any, item: Any) -> np.ndarray:
         # A 3D array whose last axis is not 1, 3 or 4 channels is a stack of slices; 4D is a
         # stack of RGB(A) slices.
         stack = image.ndim == 4 or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4))
@@ -497,15 +539,20 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from .imagefiles import read_image
-    from .store import open_stack_store, precompute_embeddings
+    from .imagefiles import open_image
+    from .store import open_stack_store, precompute_embeddings, stack_layout
 
     _check_model_args(args)
     if not args.encoder:
         from .models import check_size
 
         check_size(args.model)
-    image = read_image(args.stack)
+    image = open_image(args.stack)  # read frame by frame (tile by tile), never whole
+    try:
+        leading, _ = stack_layout(image)
+    except ValueError as exc:
+        raise CommandError(f"{args.stack}: {exc}") from exc
+    spec = _tile_spec(args, image.shape[len(leading) : len(leading) + 2])
     predictor = _load_predictor(args)
     print(f"model {predictor.name} on {predictor.backend_info.describe()}", file=sys.stderr)
     store = open_stack_store(
@@ -515,10 +562,19 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         contrast_limits=args.contrast,
         dtype="float16" if args.float16 else "float32",
         mode="w" if args.overwrite else "a",
+        tiles=spec,
     )
+    unit = "frame" if spec is None else "tile"
+    if spec is not None:
+        layout = store.identity.tile_layout
+        print(
+            f"tiled: {len(layout)} tiles a frame ({layout.grid[0]} x {layout.grid[1]}, "
+            f"{spec.describe()}) and an overview",
+            file=sys.stderr,
+        )
 
     def progress(done: int, total: int) -> None:
-        print(f"\rframe {done}/{total}", end="", file=sys.stderr, flush=True)
+        print(f"\r{unit} {done}/{total}", end="", file=sys.stderr, flush=True)
 
     report = precompute_embeddings(
         predictor, image, store, contrast_limits=args.contrast, progress=progress
@@ -765,7 +821,8 @@ def _add_segment_all_command(subcommands: Any) -> None:
     )
     p.add_argument(
         "input",
-        help="an image or stack file, a folder (its image files), or a quoted glob pattern",
+        help="an image or stack file (.tif, .npy, OME-Zarr: read lazily; .png...), a folder "
+        "(its image files), or a quoted glob pattern",
     )
     p.add_argument(
         "--out",
@@ -790,6 +847,7 @@ def _add_segment_all_command(subcommands: Any) -> None:
         "--min-area", type=int, default=0, help="remove islands and fill holes up to this area"
     )
     p.add_argument("--m2m", action="store_true", help="refine each mask with a second pass")
+    _add_tile_options(p)
     p.add_argument(
         "--order",
         choices=("area", "score"),
@@ -829,7 +887,10 @@ def _add_embed_command(subcommands: Any) -> None:
         help="encode every frame of an image or stack into an embedding store on disk "
         "(resumable; the widget and propagation read it instead of encoding)",
     )
-    p.add_argument("stack", help="image or stack file (.tif, .npy, .png): (frames, H, W[, C])")
+    p.add_argument(
+        "stack",
+        help="image or stack: .tif, .npy, OME-Zarr (read lazily), .png...: (frames, H, W[, C])",
+    )
     p.add_argument("--out", required=True, help="the store, a folder (e.g. STACK.sam2.zarr)")
     _add_model_options(
         p,
@@ -842,6 +903,7 @@ def _add_embed_command(subcommands: Any) -> None:
         action="store_true",
         help="store half precision: half the disk space (see docs/embedding-store.md)",
     )
+    _add_tile_options(p)
     p.add_argument("--overwrite", action="store_true", help="start the store over")
     p.set_defaults(func=_cmd_embed)
 

@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ __all__ = [
     "ImageFileError",
     "check_label_output",
     "label_dtype",
+    "open_image",
     "read_image",
     "write_labels",
 ]
@@ -190,6 +192,118 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ImageFileError(f"Cannot read {path} as an image: {reason}") from exc
+
+
+#: Inputs :func:`open_image` reads lazily (the rest are read whole by :func:`read_image`).
+LAZY_FORMATS = (".zarr", ".tif", ".tiff", ".npy")
+
+
+def open_image(path: str | os.PathLike) -> Any:
+    """Open an image or stack without reading it: only the regions used are read.
+
+    - ``.zarr`` folders: OME-Zarr (NGFF 0.4 or 0.5; the full-resolution level, singleton axes
+      dropped, a colour channel axis moved last) or a plain zarr array;
+    - ``.tif``/``.tiff``: through tifffile's zarr interface (tiled or striped files);
+    - ``.npy``: memory-mapped;
+    - anything else is read whole (:func:`read_image`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    numpy.ndarray or dask.array.Array
+        Dask arrays behave as numpy arrays do (slicing, arithmetic) and read only what is
+        computed (``np.asarray(image[region])``).
+
+    Raises
+    ------
+    ImageFileError
+        Missing, unreadable, or an OME-Zarr whose axes cannot be an image or stack.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".zarr":
+        if not path.is_dir():
+            raise ImageFileError(f"Image not found: {path}")
+        try:
+            return _open_zarr(path)
+        except ImageFileError:
+            raise
+        except Exception as exc:
+            raise ImageFileError(f"Cannot read {path} as a zarr image: {exc}") from exc
+    if path.is_dir():
+        raise ImageFileError(f"{path} is a folder, not an image file.")
+    if not path.is_file():
+        raise ImageFileError(f"Image not found: {path}")
+    try:
+        if suffix in (".tif", ".tiff"):
+            import dask.array as da
+            import tifffile
+            import zarr
+
+            return da.from_zarr(zarr.open(tifffile.imread(path, aszarr=True), mode="r"))
+        if suffix == ".npy":
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImageFileError(f"Cannot read {path} as an image: {reason}") from exc
+    return read_image(path)
+
+
+def _open_zarr(path: Path) -> Any:
+    """A zarr array, or an OME-Zarr's full-resolution level as a lazy ``(..., H, W[, C])``."""
+    import zarr
+
+    import dask.array as da
+
+    node = zarr.open(str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        return da.from_zarr(node)
+    attrs = dict(node.attrs)
+    multiscales = attrs.get("ome", attrs).get("multiscales")
+    if not multiscales:
+        arrays = [name for name, _ in node.arrays()]
+        raise ImageFileError(
+            f"{path} is a zarr group but not OME-Zarr (no multiscales); its arrays: "
+            f"{', '.join(arrays) or 'none'}. Give the array's folder."
+        )
+    scale = multiscales[0]
+    level = node[scale["datasets"][0]["path"]]
+    axes = [a["name"] if isinstance(a, dict) else str(a) for a in scale.get("axes", [])]
+    if not axes:  # NGFF before 0.4: t, c, z, y, x
+        axes = ["t", "c", "z", "y", "x"][-level.ndim :]
+    return _image_axes(level, [a.lower() for a in axes], path)
+
+
+def _image_axes(level: Any, axes: list[str], path: Path) -> Any:
+    """OME axes to the layout the commands take: (frames, H, W[, C]), singletons dropped."""
+    import dask.array as da
+
+    array = da.from_zarr(level)
+    if len(axes) != array.ndim:
+        raise ImageFileError(f"{path}: {len(axes)} axes named for a {array.ndim}D array")
+    sizes = zip(axes, array.shape, strict=True)
+    keep = [i for i, (name, size) in enumerate(sizes) if size > 1 or name in ("y", "x")]
+    array = array[tuple(slice(None) if i in keep else 0 for i in range(array.ndim))]
+    names = [axes[i] for i in keep]
+    if "c" in names:
+        channels = array.shape[names.index("c")]
+        if channels not in (3, 4):
+            raise ImageFileError(
+                f"{path} has {channels} channels: open one channel (or an RGB image); "
+                "napari-sam2-webgpu segments one grey or colour image per frame."
+            )
+        array = da.moveaxis(array, names.index("c"), -1)
+        names.append(names.pop(names.index("c")))
+    frames = [n for n in names if n not in ("y", "x", "c")]
+    if len(frames) > 1:
+        raise ImageFileError(
+            f"{path} has axes {', '.join(names)}: more than one frame axis "
+            f"({', '.join(frames)}); give one time point or one z-stack."
+        )
+    return array
 
 
 def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:

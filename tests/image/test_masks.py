@@ -30,7 +30,9 @@ def decoder_and_embedding(micro_predictor):
 def test_checked_embedding_accepts_only_embeddings(decoder_and_embedding):
     _, embedding = decoder_and_embedding
     assert checked_embedding(embedding) is embedding
-    with pytest.raises(TypeError, match="Expected an ImageEmbedding, got ndarray"):
+    with pytest.raises(
+        TypeError, match="Expected an ImageEmbedding or TiledEmbedding, got ndarray"
+    ):
         checked_embedding(embedding.image_embed)
 
 

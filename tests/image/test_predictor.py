@@ -256,7 +256,9 @@ def test_predict_before_set_image(predictor, micro_model_files):
 
 
 def test_set_embedding_rejects_other_types(ref):
-    with pytest.raises(TypeError, match="Expected an ImageEmbedding, got ndarray"):
+    with pytest.raises(
+        TypeError, match="Expected an ImageEmbedding or TiledEmbedding, got ndarray"
+    ):
         ref.predictor.set_embedding(ref.embedding.image_embed)
     ref.assert_intact()
 
@@ -581,7 +583,9 @@ def test_predict_with_an_embedding_needs_no_current_image(predictor, ref):
     # Prompts are checked against the embedding's image, not some other one.
     with pytest.raises(PromptError, match="outside the image"):
         fresh.predict(point_coords=[[W + 5.0, 1.0]], point_labels=[1], embedding=ref.embedding)
-    with pytest.raises(TypeError, match="Expected an ImageEmbedding, got ndarray"):
+    with pytest.raises(
+        TypeError, match="Expected an ImageEmbedding or TiledEmbedding, got ndarray"
+    ):
         fresh.predict(**POINT, embedding=ref.embedding.image_embed)
 
 

@@ -86,7 +86,7 @@ def test_float16_is_within_its_rounding(tmp_path):
         ({"contrast_limits": (10.0, 200.0)}, "the contrast limits"),
         ({"rgb": True}, "colour"),
         ({"preprocessing": 99}, "preprocessing version"),
-        ({"tiles": "1024x1024+64"}, "the tiles"),
+        ({"tiles": "tiles 64 halo 16"}, "the tiles"),
     ],
 )
 def test_another_identity_is_refused_with_the_difference_named(tmp_path, change, words):

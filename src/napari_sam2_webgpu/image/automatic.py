@@ -45,6 +45,7 @@ from .mask_geometry import (
 from .postprocess import LOGIT_CLAMP, to_model_coords, upsample_window
 from .predictor import Sam2Predictor
 from .preprocess import MIN_SIDE, ImageError, check_image, intensity_range
+from .tiling import TiledEmbedding, TileSpec, whole_image_window
 
 __all__ = [
     "DECODER_BATCH",
@@ -65,6 +66,10 @@ CancelHook = Callable[[], bool] | threading.Event
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 #: Masks whose box comes this close (pixels) to a crop's inner edge are dropped (official).
 _CROP_EDGE_TOLERANCE = 20.0
+#: Masks whose box comes this close (pixels) to a tile's inner edge count as cut by it: one
+#: pixel of the decoder's 256² logits at native scale. (The crops' 20 pixels would halve the
+#: size of the objects that tiles are sure to hold whole.)
+_TILE_EDGE_TOLERANCE = 4.0
 #: Most point prompts per decoder run. The decoder repeats the image features per prompt (64
 #: prompts: 0.5 GB for the 256² level alone). Measured (benchmarks/decoder_batch.py): on an
 #: H200 with WebGPU a run of 16 takes 1.7 ms per point and one of 64 7.3 ms; on the CPU EP the
@@ -291,7 +296,8 @@ class AutomaticMaskGenerator:
         rgb: bool | None = None,
         progress: ProgressCallback | None = None,
         cancelled: CancelHook | None = None,
-        embedding: ImageEmbedding | None = None,
+        embedding: ImageEmbedding | TiledEmbedding | None = None,
+        tiles: TileSpec | None = None,
     ) -> list[dict[str, Any]]:
         """Every mask found in ``image``, as the official generator's records.
 
@@ -311,10 +317,19 @@ class AutomaticMaskGenerator:
         cancelled : callable or threading.Event, optional
             Polled before each encode and decoder batch; when it returns True (or the event is
             set), :class:`SegmentationCancelled` is raised.
-        embedding : ImageEmbedding, optional
+        embedding : ImageEmbedding or TiledEmbedding, optional
             The whole image's embedding, already computed with the same contrast limits (from
             a cache, or :meth:`Sam2Predictor.compute_embedding`): it is used instead of
-            encoding the image again. Crops are always encoded.
+            encoding the image again. Crops are always encoded. A
+            :class:`~.tiling.TiledEmbedding` segments tile by tile, as ``tiles`` does.
+        tiles : TileSpec, optional
+            Segment a large image tile by tile at full resolution (see :mod:`.tiling`): each
+            tile is segmented as an image of its own (crops included), masks cut by a tile's
+            inner edges are dropped (the overlapping tile holds them whole), and duplicates
+            between tiles are removed by box NMS at ``crop_nms_thresh`` (the more confident
+            mask wins). Objects up to ``2 * halo - 8`` pixels across are found whole (a mask
+            within 4 pixels of a tile's inner edge counts as cut). Each
+            record's ``crop_box`` is then its tile's window (or a crop of it).
 
         Returns
         -------
@@ -335,19 +350,130 @@ class AutomaticMaskGenerator:
         SegmentationCancelled
             ``cancelled`` fired.
         """
+        found = self._candidates(image, contrast_limits, rgb, progress, cancelled, embedding, tiles)
+        return [] if found is None else self._records(*found)
+
+    def generate_labels(
+        self,
+        image: Any,
+        *,
+        order: Literal["area", "score"] = "area",
+        contrast_limits: Sequence[float] | None = None,
+        rgb: bool | None = None,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelHook | None = None,
+        embedding: ImageEmbedding | TiledEmbedding | None = None,
+        tiles: TileSpec | None = None,
+    ) -> tuple[np.ndarray, int]:
+        """Every object of ``image`` as an instance label image, without making records.
+
+        The labels equal ``masks_to_labels(generate(...), order=order)``, but no image-sized
+        mask is ever made: memory follows the objects found, which is what a tiled 10,000²
+        section needs. Parameters are those of :meth:`generate` and :func:`masks_to_labels`.
+
+        Returns
+        -------
+        labels : numpy.ndarray
+            ``(H, W)`` int32; label ``i + 1`` is the ``i``-th mask :meth:`generate` returns.
+        count : int
+            The number of masks found.
+        """
+        found = self._candidates(image, contrast_limits, rgb, progress, cancelled, embedding, tiles)
+        if found is None:
+            height, width = image.shape[:2]
+            return np.zeros((height, width), np.int32), 0
+        data, hw = found
+        return _paint(data, hw, order), len(data)
+
+    # -- steps ------------------------------------------------------------------------------
+    def _candidates(
+        self,
+        image: Any,
+        contrast_limits: Sequence[float] | None,
+        rgb: bool | None,
+        progress: ProgressCallback | None,
+        cancelled: CancelHook | None,
+        embedding: ImageEmbedding | TiledEmbedding | None,
+        tiles: TileSpec | None,
+    ) -> tuple[_Candidates, tuple[int, int]] | None:
+        """The masks kept, and the image size; None when there is nothing to segment."""
+        if isinstance(embedding, TiledEmbedding) or tiles is not None:
+            return self._generate_tiled(
+                image, contrast_limits, rgb, progress, cancelled, embedding, tiles
+            )
         hw = self._check(image, rgb)
         if hw is None:
             if progress is not None:
                 progress(0, 0)
-            return []
+            return None
         if embedding is not None and tuple(embedding.image_hw) != hw:
             raise ValueError(
                 f"The embedding is of a {embedding.image_hw} image, not of this {hw} one."
             )
         data = self._generate_masks(image, hw, contrast_limits, rgb, progress, cancelled, embedding)
-        return self._records(data, hw)
+        return data, hw
 
-    # -- steps ------------------------------------------------------------------------------
+    def _generate_tiled(
+        self,
+        image: Any,
+        contrast_limits: Sequence[float] | None,
+        rgb: bool | None,
+        progress: ProgressCallback | None,
+        cancelled: CancelHook | None,
+        embedding: TiledEmbedding | None,
+        tiles: TileSpec | None,
+    ) -> tuple[_Candidates, tuple[int, int]] | None:
+        hw, limits = whole_image_window(image, contrast_limits, rgb)
+        if embedding is None:
+            embedding = self.predictor.compute_tiled_embedding(
+                image, contrast_limits=limits, rgb=rgb, spec=tiles, max_bytes=0
+            )
+        elif tuple(embedding.image_hw) != hw:
+            raise ValueError(
+                f"The embedding is of a {embedding.image_hw} image, not of this {hw} one."
+            )
+        layout = embedding.layout
+        batches = [self._batches(tile.hw) for tile in layout.tiles]
+        counter = _Progress(sum(batches), progress)
+        parts = []
+        for tile, n_batches in zip(layout.tiles, batches, strict=True):
+            if _is_cancelled(cancelled):
+                raise SegmentationCancelled("Segmentation cancelled.")
+            pixels = np.asarray(image[tile.slices])
+            if self._check(pixels, rgb) is None:  # a flat tile (background): nothing there
+                counter.advance(n_batches)
+                continue
+            data = self._generate_masks(
+                pixels,
+                tile.hw,
+                limits,
+                rgb,
+                None,
+                cancelled,
+                embedding.tile(tile.index),
+                counter=counter,
+            )
+            if not len(data):
+                continue
+            # Masks cut by the tile's inner edges: the overlapping tile has them whole.
+            cut = _near_crop_edge(data.boxes, list(tile.box), hw, _TILE_EDGE_TOLERANCE)
+            data = data.take(np.flatnonzero(~cut))
+            x0, y0 = tile.box[:2]
+            data.boxes = data.boxes + np.array([x0, y0, x0, y0])
+            data.points = data.points + np.array([x0, y0], dtype=np.float32)
+            data.crop_boxes = data.crop_boxes + np.array([x0, y0, x0, y0])
+            parts.append(data)
+        data = _Candidates.concat(parts)
+        if len(layout) > 1 and len(data):
+            # An object whole in two overlapping tiles: the more confident mask wins.
+            data = data.take(box_nms(data.boxes, data.iou, self.crop_nms_thresh))
+        return data, hw
+
+    def _batches(self, hw: tuple[int, int]) -> int:
+        """Decoder batches of the crops of an image of ``hw``."""
+        _, layers = generate_crop_boxes(hw, self.crop_n_layers, self.crop_overlap_ratio)
+        return sum(math.ceil(len(self.point_grids[i]) / self.points_per_batch) for i in layers)
+
     @staticmethod
     def _check(image: np.ndarray, rgb: bool | None) -> tuple[int, int] | None:
         """``(H, W)``, or None (with a logged reason) when there is nothing to segment."""
@@ -385,12 +511,13 @@ class AutomaticMaskGenerator:
         progress: ProgressCallback | None,
         cancelled: CancelHook | None,
         embedding: ImageEmbedding | None,
+        counter: _Progress | None = None,
     ) -> _Candidates:
         plain = image[..., :3] if image.ndim == 3 and image.shape[-1] == 4 else image
         limits = intensity_range(plain, contrast_limits)
         crop_boxes, layers = generate_crop_boxes(hw, self.crop_n_layers, self.crop_overlap_ratio)
         per_crop = [math.ceil(len(self.point_grids[i]) / self.points_per_batch) for i in layers]
-        counter = _Progress(sum(per_crop), progress)
+        counter = counter or _Progress(sum(per_crop), progress)
         crops = []
         for crop_box, layer, n_batches in zip(crop_boxes, layers, per_crop, strict=True):
             whole = embedding if layer == 0 else None  # layer 0 is the whole image
@@ -590,13 +717,18 @@ class AutomaticMaskGenerator:
         return records
 
 
-def _near_crop_edge(boxes: np.ndarray, crop_box: list[int], hw: tuple[int, int]) -> np.ndarray:
+def _near_crop_edge(
+    boxes: np.ndarray,
+    crop_box: list[int],
+    hw: tuple[int, int],
+    tolerance: float = _CROP_EDGE_TOLERANCE,
+) -> np.ndarray:
     """Masks touching an edge of the crop (crop frame boxes) that is not an edge of the image."""
     x0, y0 = crop_box[:2]
     image_box = np.array([0, 0, hw[1], hw[0]], dtype=np.float32)
     uncropped = (boxes + np.array([x0, y0, x0, y0])).astype(np.float32)
-    near_crop = np.abs(uncropped - np.asarray(crop_box, np.float32)) <= _CROP_EDGE_TOLERANCE
-    near_image = np.abs(uncropped - image_box) <= _CROP_EDGE_TOLERANCE
+    near_crop = np.abs(uncropped - np.asarray(crop_box, np.float32)) <= tolerance
+    near_image = np.abs(uncropped - image_box) <= tolerance
     return np.any(near_crop & ~near_image, axis=1)
 
 
@@ -704,6 +836,23 @@ def masks_to_labels(
     return labels
 
 
+def _paint(data: _Candidates, hw: tuple[int, int], order: str) -> np.ndarray:
+    """:func:`masks_to_labels` of candidates, from their box-sized patches."""
+    n = len(data)
+    if order == "area":
+        areas = np.array([np.count_nonzero(p) for p in data.patches], dtype=np.float64)
+        sequence = np.argsort(-areas, kind="stable")
+    elif order == "score":
+        sequence = np.lexsort((np.arange(n), data.stability, data.iou))
+    else:
+        raise ValueError(f"order must be 'area' or 'score', got {order!r}.")
+    labels = np.zeros(hw, dtype=np.int32)
+    for i in sequence:
+        x0, y0, x1, y1 = (int(v) for v in data.boxes[i])
+        labels[y0 : y1 + 1, x0 : x1 + 1][data.patches[i]] = i + 1
+    return labels
+
+
 def _area(record: dict[str, Any]) -> float:
     if "area" in record:
         return float(record["area"])
@@ -720,6 +869,7 @@ def segment_all(
     rgb: bool | None = None,
     progress: ProgressCallback | None = None,
     cancelled: CancelHook | None = None,
+    tiles: TileSpec | None = None,
     **params: Any,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Segment every object of an image into an instance label image.
@@ -732,8 +882,9 @@ def segment_all(
         As for :meth:`AutomaticMaskGenerator.generate`.
     order : {"area", "score"}
         Which mask wins where masks overlap (see :func:`masks_to_labels`).
-    contrast_limits, rgb, progress, cancelled
-        As for :meth:`AutomaticMaskGenerator.generate`.
+    contrast_limits, rgb, progress, cancelled, tiles
+        As for :meth:`AutomaticMaskGenerator.generate` (``tiles``: segment tile by tile at
+        full resolution).
     **params
         Parameters of :class:`AutomaticMaskGenerator` (``points_per_side``,
         ``pred_iou_thresh``...).
@@ -754,7 +905,12 @@ def segment_all(
     """
     generator = AutomaticMaskGenerator(predictor, **params)
     records = generator.generate(
-        image, contrast_limits=contrast_limits, rgb=rgb, progress=progress, cancelled=cancelled
+        image,
+        contrast_limits=contrast_limits,
+        rgb=rgb,
+        progress=progress,
+        cancelled=cancelled,
+        tiles=tiles,
     )
     labels = masks_to_labels(records, image.shape[:2], order=order)
     if not records:

@@ -16,6 +16,7 @@ from . import postprocess
 from .decoder import PromptDecoder
 from .encoder import ImageEmbedding
 from .prompts import PromptError
+from .tiling import TiledEmbedding, assemble, decode_tiled, paste
 
 __all__ = ["Prompts", "checked_embedding", "decode_best_mask", "decode_masks", "embedding_to_use"]
 
@@ -23,10 +24,13 @@ __all__ = ["Prompts", "checked_embedding", "decode_best_mask", "decode_masks", "
 Prompts = tuple[Any, Any, Any, Any]
 
 
-def checked_embedding(embedding: Any) -> ImageEmbedding:
-    """``embedding`` itself; TypeError unless it is an :class:`ImageEmbedding`."""
-    if not isinstance(embedding, ImageEmbedding):
-        raise TypeError(f"Expected an ImageEmbedding, got {type(embedding).__name__}.")
+def checked_embedding(embedding: Any) -> ImageEmbedding | TiledEmbedding:
+    """``embedding`` itself; TypeError unless it is an :class:`ImageEmbedding` or a
+    :class:`~.tiling.TiledEmbedding`."""
+    if not isinstance(embedding, ImageEmbedding | TiledEmbedding):
+        raise TypeError(
+            f"Expected an ImageEmbedding or TiledEmbedding, got {type(embedding).__name__}."
+        )
     return embedding
 
 
@@ -59,8 +63,17 @@ def decode_masks(
     """Every mask of a decode at image size, its scores and its clamped low-res logits.
 
     As ``Sam2Predictor.predict`` returns them: unbatched prompts lose the batch axis;
-    ``return_logits`` gives float logits at image size instead of boolean masks.
+    ``return_logits`` gives float logits at image size instead of boolean masks. On a
+    :class:`~.tiling.TiledEmbedding` each prompt set is decoded in its tile (the low-res logits
+    are that tile's).
     """
+    if isinstance(embedding, TiledEmbedding):
+
+        def window(emb: ImageEmbedding, *prompt_set: Any) -> tuple[Any, Any, Any]:
+            return decode_masks(decoder, emb, prompt_set, multimask_output, return_logits)
+
+        routed, batched = decode_tiled(window, embedding, *prompts)
+        return assemble(routed, batched, embedding.image_hw)
     logits, scores, batched = decoder.decode(embedding, *prompts, multimask_output)
     if return_logits:
         masks = postprocess.upsample_logits(logits, embedding.image_hw)
@@ -80,8 +93,22 @@ def decode_best_mask(
 ) -> tuple[np.ndarray, float, np.ndarray]:
     """The best-scoring mask of one prompt set at image size, its score and low-res logits.
 
-    Only that mask is upsampled. PromptError for batched prompts.
+    Only that mask is upsampled. PromptError for batched prompts. On a
+    :class:`~.tiling.TiledEmbedding` the prompts are decoded in their tile.
     """
+    if isinstance(embedding, TiledEmbedding):
+
+        def window(emb: ImageEmbedding, *prompt_set: Any) -> tuple[Any, Any, Any]:
+            mask, score, low_res = decode_best_mask(decoder, emb, prompt_set, multimask_output)
+            return mask[None], np.array([score], dtype=np.float32), low_res
+
+        routed, _ = decode_tiled(window, embedding, *prompts, single=True)
+        found = routed[0]
+        return (
+            paste(found.masks, found.tile, embedding.image_hw)[0],
+            float(found.scores[0]),
+            (found.low_res),
+        )
     logits, scores, batched = decoder.decode(embedding, *prompts, multimask_output)
     if batched:
         raise PromptError("predict_best() takes one prompt set; use predict() for batches.")

@@ -29,6 +29,7 @@ from .encoder import ImageEmbedding, ImageEncoder
 from .loading import load_pair
 from .masks import checked_embedding, decode_best_mask, decode_masks, embedding_to_use
 from .preprocess import MODEL_SIZE
+from .tiling import DEFAULT_TILE_BYTES, TiledEmbedding, TileSpec, TileStore, tiled_embedding
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..runtime import BackendInfo
@@ -98,7 +99,7 @@ class Sam2Predictor:
         self.name = name
         self.encoder_path = self.encoder.path
         self.decoder_path = self.decoder.path
-        self._embedding: ImageEmbedding | None = None
+        self._embedding: ImageEmbedding | TiledEmbedding | None = None
         self.last_encode_seconds: float | None = None
         self.last_decode_seconds: float | None = None
 
@@ -267,7 +268,7 @@ class Sam2Predictor:
         return None if embedding is None else embedding.image_hw
 
     @property
-    def embedding(self) -> ImageEmbedding | None:
+    def embedding(self) -> ImageEmbedding | TiledEmbedding | None:
         """The current image's embedding (to cache and restore with :meth:`set_embedding`)."""
         return self._embedding
 
@@ -313,6 +314,78 @@ class Sam2Predictor:
         self.last_encode_seconds = (self.encoder.last_seconds or 0.0) + time.perf_counter() - start
         return embedding
 
+    def compute_tiled_embedding(
+        self,
+        image: Any,
+        *,
+        contrast_limits: Sequence[float] | None = None,
+        rgb: bool | None = None,
+        spec: TileSpec | None = None,
+        store: TileStore | None = None,
+        encode_now: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+        max_bytes: int = DEFAULT_TILE_BYTES,
+    ) -> TiledEmbedding:
+        """Encode a large image as overlapping tiles at full resolution (see :mod:`.tiling`).
+
+        Tiles are encoded when a decode first needs them (or all now, with ``encode_now``);
+        pass the result to :meth:`predict` as ``embedding=``, or make it current with
+        :meth:`set_embedding`. Each prompt set is decoded in the tile that holds it best;
+        masks come back at the image's size.
+
+        Parameters
+        ----------
+        image : array-like
+            ``(H, W)`` or ``(H, W, C)``: numpy, or dask/zarr (only the tiles used are read).
+        contrast_limits : (float, float), optional
+            Intensities mapped to black and white, for every tile (default: the whole image's
+            window, see :func:`~.preprocess.intensity_range`).
+        rgb : bool, optional
+            Whether a 3D array is channels-last colour.
+        spec : TileSpec, optional
+            Tile size and halo; default 1024-pixel tiles (native scale) with a 128-pixel halo.
+        store : TileStore, optional
+            Read tiles from it, and write the ones encoded (e.g.
+            ``EmbeddingStore.frame_tiles(frame)``).
+        encode_now : bool
+            Encode every tile and the overview now.
+        progress, cancelled : callable, optional
+            With ``encode_now``: ``progress(done, total)`` after each tile; ``cancelled()``
+            returning True stops (the rest is encoded on demand).
+        max_bytes : int
+            Memory bound of the tiles held (the least recently used are encoded again, or read
+            from ``store``, when needed).
+
+        Returns
+        -------
+        TiledEmbedding
+
+        Raises
+        ------
+        napari_sam2_webgpu.image.preprocess.ImageError
+            The image cannot be segmented.
+
+        Examples
+        --------
+        >>> tiled = predictor.compute_tiled_embedding(section)   # doctest: +SKIP
+        >>> masks, scores, _ = predictor.predict(                 # doctest: +SKIP
+        ...     point_coords=[[7300, 5120]], point_labels=[1], embedding=tiled)
+        """
+        tiled = tiled_embedding(
+            self.compute_embedding,
+            image,
+            contrast_limits=contrast_limits,
+            rgb=rgb,
+            spec=spec,
+            store=store,
+            adopt=lambda stored: self.decoder.place(self.encoder.to_device(stored)),
+            max_bytes=max_bytes,
+        )
+        if encode_now:
+            tiled.encode_all(progress=progress, cancelled=cancelled)
+        return tiled
+
     def set_image(
         self,
         image: np.ndarray,
@@ -326,8 +399,8 @@ class Sam2Predictor:
         """
         self._embedding = self.compute_embedding(image, contrast_limits=contrast_limits, rgb=rgb)
 
-    def set_embedding(self, embedding: ImageEmbedding) -> None:
-        """Make a previously computed embedding current (no encoding)."""
+    def set_embedding(self, embedding: ImageEmbedding | TiledEmbedding) -> None:
+        """Make a previously computed embedding (or tiled embedding) current (no encoding)."""
         self._embedding = checked_embedding(embedding)
 
     def reset_image(self) -> None:
@@ -344,7 +417,7 @@ class Sam2Predictor:
         multimask_output: bool = True,
         return_logits: bool = False,
         *,
-        embedding: ImageEmbedding | None = None,
+        embedding: ImageEmbedding | TiledEmbedding | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Predict masks for prompts on the current image, or on ``embedding``'s.
 
@@ -363,9 +436,12 @@ class Sam2Predictor:
             Three candidate masks (best for a single ambiguous click) or one.
         return_logits : bool
             Return float logits at image size instead of boolean masks.
-        embedding : ImageEmbedding, optional
+        embedding : ImageEmbedding or TiledEmbedding, optional
             Decode on this image instead of the current one (which is neither needed nor
-            changed): a decode that carries its embedding can never mix two images.
+            changed): a decode that carries its embedding can never mix two images. On a
+            :class:`~.tiling.TiledEmbedding` (:meth:`compute_tiled_embedding`) each prompt set
+            is decoded in the tile that holds it best (encoded first if needed), or on the
+            overview when it fits in no tile; masks are image-sized, zero outside the tile.
 
         Returns
         -------
@@ -374,14 +450,16 @@ class Sam2Predictor:
         scores : numpy.ndarray
             ``(K,)`` predicted IoU of each mask.
         low_res_logits : numpy.ndarray
-            ``(K, 256, 256)`` logits, clamped to [-32, 32], usable as ``mask_input``.
+            ``(K, 256, 256)`` logits, clamped to [-32, 32], usable as ``mask_input`` (tiled:
+            those of the tile that decoded, see :meth:`TiledEmbedding.window_for
+            <.tiling.TiledEmbedding.window_for>`).
 
         Raises
         ------
         RuntimeError
             No image has been set and no ``embedding`` was given.
         TypeError
-            ``embedding`` is not an :class:`ImageEmbedding`.
+            ``embedding`` is not an :class:`ImageEmbedding` or :class:`TiledEmbedding`.
         PromptError
             Malformed prompts: mismatched points and labels, labels other than 0/1, points
             outside the image, an empty or inverted box, a mask of the wrong shape.
@@ -401,7 +479,7 @@ class Sam2Predictor:
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         *,
-        embedding: ImageEmbedding | None = None,
+        embedding: ImageEmbedding | TiledEmbedding | None = None,
     ) -> tuple[np.ndarray, float, np.ndarray]:
         """Like :meth:`predict` for one prompt set, returning only the best-scoring mask.
 

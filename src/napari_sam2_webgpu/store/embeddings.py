@@ -16,7 +16,11 @@ Layout (zarr v3, one group)::
       high_res_feats_1/           (F, 64, 128, 128)
       done/                       (F,) uint8: 1 once a frame's three arrays are written
 
-``F`` is the number of 2D frames of the stack (its leading axes flattened, C order).
+``F`` is the number of 2D frames of the stack (its leading axes flattened, C order). A *tiled*
+store (``identity.tiles`` a :class:`~napari_sam2_webgpu.image.tiling.TileSpec` description)
+holds ``T + 1`` entries per frame instead of one: the frame's ``T`` tiles (row-major) and its
+overview (the whole frame encoded at once), so the arrays have ``F * (T + 1)`` rows, frame
+``f``'s tile ``t`` at row ``f * (T + 1) + t`` and its overview at ``f * (T + 1) + T``.
 
 What a store depends on is its :class:`StoreIdentity`: the encoder (by checksum), the stack's
 shape, the intensity window and colour interpretation, the version of the preprocessing
@@ -49,6 +53,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..image.encoder import ImageEmbedding
+    from ..image.tiling import TileLayout
 
 __all__ = [
     "EMBEDDING_ARRAYS",
@@ -61,6 +66,7 @@ __all__ = [
     "StoreIdentity",
     "StoreMismatchError",
     "StoreUnavailableError",
+    "FrameTiles",
     "encoder_checksum",
 ]
 
@@ -118,7 +124,8 @@ class StoreIdentity:
     preprocessing : int
         :data:`PREPROCESSING_VERSION` of the code that prepared the frames.
     tiles : str
-        The tile layout (``"none"``: each frame encoded whole).
+        The tile layout (``"none"``: each frame encoded whole), else
+        :meth:`TileSpec.describe() <napari_sam2_webgpu.image.tiling.TileSpec.describe>`.
     """
 
     model: str
@@ -134,6 +141,21 @@ class StoreIdentity:
     def num_frames(self) -> int:
         """Frames in the stack."""
         return int(np.prod(self.frames, dtype=np.int64)) if self.frames else 1
+
+    @property
+    def tile_layout(self) -> TileLayout | None:
+        """The tiles of each frame (None: frames are encoded whole)."""
+        from ..image.tiling import TileSpec
+
+        if self.tiles == "none":
+            return None
+        return TileSpec.parse(self.tiles).layout(self.image_hw)
+
+    @property
+    def entries_per_frame(self) -> int:
+        """Embeddings stored per frame: 1, or the tiles and the overview."""
+        layout = self.tile_layout
+        return 1 if layout is None else len(layout) + 1
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict (the store's ``identity`` attribute)."""
@@ -333,7 +355,7 @@ class EmbeddingStore:
         from .. import __version__
 
         group = zarr.open_group(str(path), mode="w")
-        frames = identity.num_frames
+        frames = identity.num_frames * identity.entries_per_frame
         for name, shape in EMBEDDING_ARRAYS.items():
             group.create_array(
                 name,
@@ -400,47 +422,78 @@ class EmbeddingStore:
             raise IndexError(f"frame {index} is outside the stack ({self.num_frames} frames)")
         return flat
 
-    def done_frames(self) -> list[int]:
-        """The frames whose embedding is stored, in order."""
+    def _row(self, frame: Sequence[int] | int, tile: int | None) -> int:
+        """The arrays' row of ``frame``'s tile (None: the frame, or a tiled frame's overview)."""
+        flat = self.frame_index(frame)
+        entries = self.identity.entries_per_frame
+        if tile is None:
+            return flat * entries + entries - 1
+        if entries == 1:
+            raise ValueError("this store holds whole frames, not tiles")
+        if not 0 <= int(tile) < entries - 1:
+            raise IndexError(f"tile {tile} is outside the layout ({entries - 1} tiles)")
+        return flat * entries + int(tile)
+
+    def _entry_hw(self, tile: int | None) -> tuple[int, int]:
+        if tile is None:
+            return tuple(self.identity.image_hw)
+        return self.identity.tile_layout.tiles[int(tile)].hw
+
+    def _done_rows(self) -> np.ndarray:
         try:
-            done = np.asarray(self._group[_DONE][:])
+            return np.asarray(self._group[_DONE][:]).astype(bool)
         except Exception:  # damaged flags: every frame counts as missing until rewritten
-            return []
-        return [int(i) for i in np.flatnonzero(done)]
+            return np.zeros(self.num_frames * self.identity.entries_per_frame, bool)
+
+    def done_frames(self) -> list[int]:
+        """The frames whose embeddings (every tile, and the overview) are stored, in order."""
+        done = self._done_rows().reshape(self.num_frames, self.identity.entries_per_frame)
+        return [int(i) for i in np.flatnonzero(done.all(axis=1))]
+
+    def has(self, frame: Sequence[int] | int, tile: int | None = None) -> bool:
+        """Whether ``frame``'s embedding (tile ``tile``; None: the frame or overview) is stored."""
+        try:
+            return bool(self._group[_DONE][self._row(frame, tile)])
+        except Exception:
+            return False
 
     def __contains__(self, frame: object) -> bool:
         if not isinstance(frame, int | np.integer | tuple):
             return False
         try:
-            flat = self.frame_index(frame)  # type: ignore[arg-type]
-            return bool(self._group[_DONE][flat])
+            first = self._row(frame, None) - self.identity.entries_per_frame + 1  # type: ignore[arg-type]
+            entries = self._group[_DONE][first : first + self.identity.entries_per_frame]
+            return bool(np.all(np.asarray(entries)))
         except Exception:
             return False
 
-    def get(self, frame: Sequence[int] | int) -> ImageEmbedding | None:
+    def get(self, frame: Sequence[int] | int, tile: int | None = None) -> ImageEmbedding | None:
         """The stored embedding of ``frame`` (float32, in host memory), or ``None``.
 
-        A done frame whose data cannot be read (a damaged chunk) is marked missing again, so
+        ``tile``: a tile's embedding in a tiled store (None: the frame's, or its overview).
+        A stored entry whose data cannot be read (a damaged chunk) is marked missing again, so
         it is computed and written anew.
         """
         from ..image.encoder import ImageEmbedding
 
-        flat = self.frame_index(frame)
-        if flat not in self:
+        row = self._row(frame, tile)
+        if not self.has(frame, tile):
             return None
         try:
             tensors = [
-                np.asarray(self._group[name][flat : flat + 1], dtype=np.float32)
+                np.asarray(self._group[name][row : row + 1], dtype=np.float32)
                 for name in ("image_embed", "high_res_feats_0", "high_res_feats_1")
             ]
         except Exception as exc:
-            logger.warning("embedding store %s: frame %d unreadable (%s)", self.path, flat, exc)
-            self._forget(flat)
+            logger.warning("embedding store %s: entry %d unreadable (%s)", self.path, row, exc)
+            self._forget(row)
             return None
-        return ImageEmbedding(*tensors, self.identity.image_hw)
+        return ImageEmbedding(*tensors, self._entry_hw(tile))
 
-    def put(self, frame: Sequence[int] | int, embedding: ImageEmbedding) -> bool:
-        """Store the embedding of ``frame`` (unless it is stored already).
+    def put(
+        self, frame: Sequence[int] | int, embedding: ImageEmbedding, tile: int | None = None
+    ) -> bool:
+        """Store the embedding of ``frame`` (tile ``tile``), unless it is stored already.
 
         Returns
         -------
@@ -450,17 +503,18 @@ class EmbeddingStore:
         Raises
         ------
         StoreUnavailableError
-            The store is read-only, or writing failed (the frame stays missing).
+            The store is read-only, or writing failed (the entry stays missing).
         ValueError
-            The embedding's image size is not the stack's.
+            The embedding's image size is not the frame's (or the tile's).
         """
-        flat = self.frame_index(frame)
+        row = self._row(frame, tile)
         if not self.writable:
             raise StoreUnavailableError(f"the embedding store {self.path} is open read-only")
-        if tuple(embedding.image_hw) != tuple(self.identity.image_hw):
+        expected = self._entry_hw(tile)
+        if tuple(embedding.image_hw) != tuple(expected):
+            what = "frames" if tile is None else f"tile {tile}"
             raise ValueError(
-                f"embedding of a {embedding.image_hw} image, the store's frames are "
-                f"{self.identity.image_hw}"
+                f"embedding of a {embedding.image_hw} image, the store's {what} are {expected}"
             )
         host = embedding.numpy()
         values = {
@@ -470,26 +524,34 @@ class EmbeddingStore:
         }
         try:
             with self._lock, _file_lock(self.path):
-                if flat in self:
+                if self.has(frame, tile):
                     return False
                 for name, value in values.items():
-                    self._group[name][flat : flat + 1] = value.astype(self.dtype, copy=False)
-                self._group[_DONE][flat] = 1  # last: a frame cut off mid-write stays missing
+                    self._group[name][row : row + 1] = value.astype(self.dtype, copy=False)
+                self._group[_DONE][row] = 1  # last: an entry cut off mid-write stays missing
         except OSError as exc:
             raise StoreUnavailableError(
-                exc.errno, f"cannot write frame {flat} ({exc.strerror or exc})", str(self.path)
+                exc.errno, f"cannot write entry {row} ({exc.strerror or exc})", str(self.path)
             ) from exc
         return True
 
-    def _forget(self, flat: int) -> None:
-        """Mark a frame missing (it is computed and written again)."""
+    def frame_tiles(self, frame: Sequence[int] | int) -> FrameTiles:
+        """The tiles of one frame of a tiled store, as a
+        :class:`~napari_sam2_webgpu.image.tiling.TileStore` for
+        ``Sam2Predictor.compute_tiled_embedding(store=...)``."""
+        if self.identity.tile_layout is None:
+            raise ValueError("this store holds whole frames, not tiles")
+        return FrameTiles(self, self.frame_index(frame))
+
+    def _forget(self, row: int) -> None:
+        """Mark an entry missing (it is computed and written again)."""
         if not self.writable:
             return
         try:
             with self._lock, _file_lock(self.path):
-                self._group[_DONE][flat] = 0
+                self._group[_DONE][row] = 0
         except Exception as exc:  # the store is damaged beyond the flag: leave it
-            logger.warning("embedding store %s: cannot mark frame %d: %s", self.path, flat, exc)
+            logger.warning("embedding store %s: cannot mark entry %d: %s", self.path, row, exc)
 
     def provider(self, encode: Callable[[int], ImageEmbedding]) -> Callable[[int], ImageEmbedding]:
         """``frame -> embedding`` reading the store, encoding (and storing) what is missing.
@@ -519,6 +581,35 @@ class EmbeddingStore:
             f"EmbeddingStore({str(self.path)!r}, model={self.identity.model!r}, "
             f"{done}/{self.num_frames} frames, {self.dtype})"
         )
+
+
+class FrameTiles:
+    """One frame of a tiled :class:`EmbeddingStore` as a
+    :class:`~napari_sam2_webgpu.image.tiling.TileStore` (``tile`` None: the overview).
+
+    Writing never raises: a store that cannot be written is logged once and skipped, so
+    encoding goes on in memory.
+    """
+
+    def __init__(self, store: EmbeddingStore, frame: int) -> None:
+        self.store = store
+        self.frame = frame
+        self._warned = False
+
+    def get(self, tile: int | None) -> ImageEmbedding | None:
+        """The stored tile (None: overview), or None."""
+        return self.store.get(self.frame, tile)
+
+    def put(self, tile: int | None, embedding: ImageEmbedding) -> None:
+        """Store a tile (None: overview) when the store can be written."""
+        if not self.store.writable:
+            return
+        try:
+            self.store.put(self.frame, embedding, tile)
+        except StoreUnavailableError as exc:
+            if not self._warned:
+                self._warned = True
+                logger.warning("%s; tiles are kept in memory only", exc)
 
 
 def _file_lock(path: Path) -> Any:
