@@ -254,9 +254,8 @@ def open_image(path: str | os.PathLike) -> Any:
 
 def _open_zarr(path: Path) -> Any:
     """A zarr array, or an OME-Zarr's full-resolution level as a lazy ``(..., H, W[, C])``."""
-    import zarr
-
     import dask.array as da
+    import zarr
 
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):

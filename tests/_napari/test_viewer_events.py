@@ -47,6 +47,9 @@ class _Annotator:
         self.preview = Preview(viewer)
         self.target = LabelsTarget(viewer, on_object_id=lambda value: None, on_created=lambda: None)
         self.decoder = SimpleNamespace(invalidate=lambda: self.calls.append("invalidate"))
+        self.large = SimpleNamespace(
+            refresh_grid=lambda: self.calls.append("grid"), grid=SimpleNamespace(layer=None)
+        )
         self.events = SimpleNamespace(
             status=lambda: self.calls.append("status"), layers=lambda: self.calls.append("layers")
         )
@@ -96,7 +99,7 @@ def run_deferred(scene):
 def test_a_slice_change_syncs_and_decodes_only_when_ready(scene):
     a = scene.annotator
     scene.viewer.dims.set_current_step(0, 2)
-    assert a.calls == ["sync", "invalidate", "clear preview", "status"]
+    assert a.calls == ["sync", "invalidate", "clear preview", "grid", "status"]
     a.calls.clear()
     scene.viewer.dims.set_current_step(0, 2)  # the same slice: nothing
     scene.reactions.on_dims_changed()

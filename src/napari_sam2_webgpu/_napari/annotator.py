@@ -8,9 +8,11 @@ never imports Qt, so that it can be tested and scripted without a window. It com
 - :mod:`.prompt_layers` (:class:`~.prompt_layers.PromptLayers`: the prompts and box layers),
 - :mod:`.preview` (:class:`~.preview.Preview`: the preview layer and its mask),
 - :mod:`.decoding` (:class:`~.decoding.PreviewDecoder` and its scheduler: newest prompt wins,
-  fast decodes inline), and
+  fast decodes inline),
 - :mod:`.target` (:class:`~.target.LabelsTarget`: the target Labels layer, the object id,
-  commit and undo, written by the rules of :mod:`.labels`),
+  commit and undo, written by the rules of :mod:`.labels`), and
+- :mod:`.large_images` (:class:`~.large_images.LargeImages`, as :attr:`Annotator.large`:
+  tiling, the tile grid, the store on disk, precomputing a stack),
 
 and reacts to the viewer: slice changes, and removed layers.
 
@@ -33,7 +35,7 @@ from napari.utils.notifications import show_warning
 from ..image import EmbeddingCache
 from .decoding import DecodeScheduler, PreviewDecoder
 from .embeddings import EmbeddingTracker, EncodeRequest
-from .errors import AnnotatorError
+from .large_images import LargeImages
 from .preview import Preview
 from .prompt_layers import PromptLayers
 from .segmented_image import SegmentedImage
@@ -128,6 +130,7 @@ class Annotator:
         self._reactions = ViewerReactions(
             self, defer=defer, clear_preview=self._preview_decoder.clear_preview
         )
+        self.large = LargeImages(self)
 
     def close(self) -> None:
         """Disconnect from the viewer and its layers (the layers stay)."""
@@ -251,6 +254,7 @@ class Annotator:
         """
         if not self.image.accept(request, embedding, predictor, apply):
             return False
+        self.large.refresh_grid()
         self.ensure_prompt_layers()
         self.events.status()
         self.request_decode()
@@ -261,8 +265,8 @@ class Annotator:
 
         Reopening the image later (or another machine, with the same model) then costs no
         encoding for the slices stored. The store holds the layer's slices as napari displays
-        them by default (the last two axes) with the current contrast limits; other views and
-        other limits encode as usual.
+        them by default (the last two axes) with the current contrast limits and tiling;
+        other views, limits and tilings encode as usual.
 
         Parameters
         ----------
@@ -281,30 +285,20 @@ class Annotator:
         AnnotatorError
             No image layer or no model.
         napari_sam2_webgpu.store.StoreMismatchError
-            The store was made for another model, image or contrast (named).
+            The store was made for another model, image, contrast or tiling (named).
         napari_sam2_webgpu.store.StoreUnavailableError
             It cannot be created or written there.
         """
-        from .stores import open_layer_store
-
-        layer = self.image.require()
-        if self.predictor is None:
-            raise AnnotatorError("Load a model first: a store holds one model's embeddings.")
-        store = open_layer_store(layer, self.predictor, path, dtype=dtype)
-        self.embeddings.attach_store(layer, store)
-        return store
+        return self.large.use_store(path, dtype=dtype)
 
     @property
     def store(self) -> EmbeddingStore | None:
         """The store on disk of the image layer's embeddings (see :meth:`use_store`)."""
-        layer = self.image.layer
-        return None if layer is None else self.embeddings.store_of(layer)
+        return self.large.store
 
     def close_store(self) -> None:
         """Stop using the image layer's store (the embeddings on disk stay)."""
-        layer = self.image.layer
-        if layer is not None:
-            self.embeddings.attach_store(layer, None)
+        self.large.close_store()
 
     def sync_embedding(self) -> bool:
         """Make the displayed slice's cached embedding current; whether one is ready."""

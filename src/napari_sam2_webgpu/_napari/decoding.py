@@ -29,6 +29,7 @@ import numpy as np
 from napari.utils.notifications import show_error, show_info
 
 from ..image import PromptError
+from ..image.tiling import TiledEmbedding
 from .errors import NO_IMAGE, AnnotatorError
 from .slices import LARGE_IMAGE_PIXELS, SliceInfo
 
@@ -46,6 +47,7 @@ __all__ = [
     "DecodeScheduler",
     "PreviewDecoder",
     "decode",
+    "needs_encoding",
     "run_now",
 ]
 
@@ -103,6 +105,7 @@ class DecodeResult:
     score: float | None = None
     seconds: float = 0.0
     error: str | None = None
+    encoded: bool = False  # a tile was encoded first (its time says nothing of decoding)
 
 
 def run_now(fn: Callable[[], Any], on_done: Callable[[Any], None]) -> None:
@@ -110,9 +113,18 @@ def run_now(fn: Callable[[], Any], on_done: Callable[[Any], None]) -> None:
     on_done(fn())
 
 
+def needs_encoding(request: DecodeRequest) -> bool:
+    """Whether decoding ``request`` first encodes a tile of a tiled slice (seconds on a CPU)."""
+    embedding = request.embedding
+    if not isinstance(embedding, TiledEmbedding):
+        return False
+    return not embedding.ready_for(request.points, request.labels, request.box)
+
+
 def decode(request: DecodeRequest, clock: Callable[[], float]) -> DecodeResult:
     """Decode a request (on any thread); never raises: a failure is the result's ``error``."""
     start = clock()
+    encodes = needs_encoding(request)
     try:
         # Only the best mask is upsampled to full size: what the preview shows.
         mask, score, _ = request.predictor.predict_best(
@@ -122,7 +134,7 @@ def decode(request: DecodeRequest, clock: Callable[[], float]) -> DecodeResult:
             multimask_output=request.multimask,
             embedding=request.embedding,
         )
-        return DecodeResult(request, mask, score, clock() - start, None)
+        return DecodeResult(request, mask, score, clock() - start, None, encodes)
     except (PromptError, ValueError) as exc:
         return DecodeResult(request, error=str(exc))
     except Exception as exc:
@@ -196,8 +208,8 @@ class DecodeScheduler:
 
     def is_inline(self, request: DecodeRequest) -> bool:
         """Whether this decode is fast enough to run on the calling (GUI) thread."""
-        if self.inline_decode_seconds <= 0:
-            return False
+        if self.inline_decode_seconds <= 0 or needs_encoding(request):
+            return False  # a tile to encode first: seconds, never on the GUI thread
         if self.estimate is None:
             height, width = request.slice.shape
             return height * width <= INLINE_DECODE_PIXELS
@@ -217,7 +229,7 @@ class DecodeScheduler:
         self.in_flight = False
         if self.closed:
             return
-        if result.mask is not None:
+        if result.mask is not None and not result.encoded:
             self.estimate = result.seconds
         if self.pending:
             self.pending = False
@@ -323,6 +335,8 @@ class PreviewDecoder:
             return
         try:
             self.show(result)
+            if result.encoded:
+                self.annotator.large.refresh_grid()  # a tile more is encoded
         except Exception as exc:  # e.g. the image was removed in the meantime
             logger.exception("napari-sam2-webgpu: preview update failed")
             self.annotator.report_problem(

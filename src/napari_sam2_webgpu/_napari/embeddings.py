@@ -1,8 +1,11 @@
 """Encoding a displayed slice, and finding a slice's embedding in the cache.
 
-An embedding is cached under (layer, slice, contrast limits, model): a click and a propagation
-run that need the same slice share one encode. :class:`EmbeddingTracker` knows which embedding
-the predictor holds and for which slice.
+An embedding is cached under (layer, slice, contrast limits, model and tiling): a click and a
+propagation run that need the same slice share one encode. :class:`EmbeddingTracker` knows which
+embedding the predictor holds and for which slice, and (:class:`~.tiling.TilingSettings`) which
+slices are encoded as tiles: those give a lazily encoded
+:class:`~napari_sam2_webgpu.image.tiling.TiledEmbedding`, read a tile at a time from dask or
+zarr data.
 """
 
 from __future__ import annotations
@@ -24,14 +27,16 @@ from .slices import (
     layer_id,
 )
 from .stores import frame_of
+from .tiling import TilingSettings
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..image import ImageEmbedding, Sam2Predictor
+    from ..image.tiling import TiledEmbedding, TileSpec
     from ..store import EmbeddingStore
 
 logger = logging.getLogger("napari_sam2_webgpu")
 
-__all__ = ["EmbeddingTracker", "EncodeRequest", "find_embedding", "model_key"]
+__all__ = ["EmbeddingTracker", "EncodeRequest", "find_embedding", "model_key", "tiled_model"]
 
 
 def model_key(predictor: Any) -> str:
@@ -50,24 +55,40 @@ class EncodeRequest:
     rgb: bool
     store: EmbeddingStore | None = None  # the layer's store on disk, when it has this slice
     frame: int | None = None  # the slice's frame in it
+    tiles: TileSpec | None = None  # encode as these tiles (None: whole)
 
     def load(self) -> np.ndarray:
         """The slice's pixels as a numpy array (reads dask/zarr data)."""
         return np.asarray(base_data(self.layer)[self.slice.indexer()])
 
-    def compute(self, predictor: Sam2Predictor) -> ImageEmbedding:
+    def lazy(self) -> Any:
+        """The slice without reading it (dask/zarr stay lazy; numpy: a view)."""
+        return base_data(self.layer)[self.slice.indexer()]
+
+    def compute(self, predictor: Sam2Predictor) -> ImageEmbedding | TiledEmbedding:
         """The slice's embedding: from the layer's store, else read and encoded (slow:
-        seconds on a CPU) and added to the store."""
+        seconds on a CPU) and added to the store. Tiled: a :class:`TiledEmbedding` at once,
+        its tiles read from the store or encoded when first needed."""
         from ..store import StoreUnavailableError, encoder_checksum
 
         store, frame = self.store, self.frame
+        if store is not None and store.identity.encoder_sha256 != encoder_checksum(
+            predictor.encoder_path
+        ):
+            store = None  # another model: its embeddings are not this one's
+        if self.tiles is not None:
+            tiles = None if store is None or frame is None else store.frame_tiles(frame)
+            return predictor.compute_tiled_embedding(
+                self.lazy(),
+                contrast_limits=self.contrast_limits,
+                rgb=self.rgb,
+                spec=self.tiles,
+                store=tiles,
+            )
         if store is not None and frame is not None:
-            if store.identity.encoder_sha256 != encoder_checksum(predictor.encoder_path):
-                store = None  # another model: its embeddings are not this one's
-            else:
-                stored = store.get(frame)
-                if stored is not None:
-                    return predictor.encoder.to_device(stored)
+            stored = store.get(frame)
+            if stored is not None:
+                return predictor.decoder.place(predictor.encoder.to_device(stored))
         embedding = predictor.compute_embedding(
             self.load(), contrast_limits=self.contrast_limits, rgb=self.rgb
         )
@@ -80,7 +101,21 @@ class EncodeRequest:
 
     def key(self, model: str) -> EmbeddingKey:
         """The cache key of the embedding under ``model`` (see :func:`model_key`)."""
-        return EmbeddingKey(self.layer_id, self.slice.key, self.contrast_limits, model)
+        return EmbeddingKey(
+            self.layer_id, self.slice.key, self.contrast_limits, tiled_model(model, self.tiles)
+        )
+
+
+def tiled_model(model: str, tiles: TileSpec | None) -> str:
+    """The model part of a cache key: a tiled embedding is another embedding of the slice."""
+    return model if tiles is None else f"{model}|{tiles.describe()}"
+
+
+def _serves(store: EmbeddingStore, request: EncodeRequest) -> bool:
+    """Whether ``store`` holds ``request``'s kind of embedding (contrast limits, tiles)."""
+    tiles = "none" if request.tiles is None else request.tiles.describe()
+    identity = store.identity
+    return identity.contrast_limits == request.contrast_limits and identity.tiles == tiles
 
 
 def find_embedding(
@@ -117,7 +152,9 @@ class EmbeddingTracker:
         self.slice: SliceInfo | None = None  # slice whose embedding the predictor holds
         self.key: EmbeddingKey | None = None  # its cache key
         self.stores: dict[Any, EmbeddingStore] = {}  # stores on disk, per layer
+        self.tiling = TilingSettings()  # which slices are encoded as tiles
         self._warned_large: set[Any] = set()
+        self._told_tiled: set[Any] = set()
 
     def forget(self) -> None:
         """The predictor's embedding is no longer known to be current."""
@@ -141,8 +178,8 @@ class EmbeddingTracker:
         return self.stores.get(layer_id(image))
 
     def encode_request(self, image: Image, sl: SliceInfo) -> tuple[EncodeRequest, str | None]:
-        """Describe the encoding of slice ``sl`` (validated), and a warning shown once per
-        image when it is large (None otherwise).
+        """Describe the encoding of slice ``sl`` (validated), and a message shown once per
+        image when it is large or tiled (None otherwise).
 
         Raises
         ------
@@ -159,10 +196,23 @@ class EmbeddingTracker:
                 f"mask is full size ({height * width / 2**20:,.0f} MiB per mask), so clicks "
                 "decode slower and multimask is off. Crop the image for faster interaction."
             )
-        request = EncodeRequest(image, layer_id(image), sl, contrast_limits(image), bool(image.rgb))
+        tiles = self.tiling.spec_for(sl.shape)
+        if tiles is not None and layer_id(image) not in self._told_tiled:
+            self._told_tiled.add(layer_id(image))
+            rows, cols = tiles.layout(sl.shape).grid
+            told = (
+                f"'{image.name}' is {height:,} x {width:,} pixels: it is encoded as {rows} x "
+                f"{cols} tiles of {tiles.tile_size} pixels at full resolution, each when a "
+                "prompt first needs it (or precompute them in 'Large images')."
+            )
+            warning = told if warning is None else f"{warning}\n{told}"
+        request = EncodeRequest(
+            image, layer_id(image), sl, contrast_limits(image), bool(image.rgb), tiles=tiles
+        )
         store = self.stores.get(request.layer_id)
-        # The store serves the contrast limits it was made with; other limits encode as usual.
-        if store is not None and store.identity.contrast_limits == request.contrast_limits:
+        # The store serves the contrast limits and tiles it was made with; others encode as
+        # usual.
+        if store is not None and _serves(store, request):
             request.store, request.frame = store, frame_of(store, sl)
         return request, warning
 
@@ -184,7 +234,8 @@ class EmbeddingTracker:
     def sync(self, image: Image, sl: SliceInfo, predictor: Sam2Predictor) -> bool:
         """Make slice ``sl``'s cached embedding the predictor's current one; whether one is."""
         self.slice = None
-        key = EmbeddingKey(layer_id(image), sl.key, contrast_limits(image), model_key(predictor))
+        model = tiled_model(model_key(predictor), self.tiling.spec_for(sl.shape))
+        key = EmbeddingKey(layer_id(image), sl.key, contrast_limits(image), model)
         if key == self.key and predictor.embedding is not None:
             self.slice = sl
             return True

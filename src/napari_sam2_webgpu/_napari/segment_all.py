@@ -38,8 +38,8 @@ from ..image import (
     AutomaticMaskGenerator,
     ImageError,
     SegmentationCancelled,
-    masks_to_labels,
 )
+from ..image.tiling import TiledEmbedding, TileSpec
 from .embeddings import EncodeRequest, model_key
 from .errors import NO_IMAGE, AnnotatorError
 from .labels import max_label, separate_undo_step
@@ -191,6 +191,8 @@ class SegmentAllPlan:
     contrast_limits : (float, float) or None
         The image layer's, when planned: the model sees the slices as a click's encode does.
     rgb : bool
+    tiles : TileSpec or None
+        The slices' tiles (the annotator's tiling settings), None when encoded whole.
     """
 
     image: Image
@@ -200,6 +202,7 @@ class SegmentAllPlan:
     params: SegmentAllParams
     contrast_limits: tuple[float, float] | None = None
     rgb: bool = False
+    tiles: TileSpec | None = None
 
     def describe(self) -> str:
         """E.g. ``"slice axis 0 = 3"`` or ``"5 slices along axis 0"``."""
@@ -319,13 +322,20 @@ class SegmentAllRun:
                     progress(index * per_slice + done, per_slice * count, text)
 
             request = EncodeRequest(
-                plan.image, layer_id(plan.image), sl, plan.contrast_limits, plan.rgb
+                plan.image,
+                layer_id(plan.image),
+                sl,
+                plan.contrast_limits,
+                plan.rgb,
+                tiles=plan.tiles,
             )
             generator = AutomaticMaskGenerator(self.predictor, **plan.params.generator_kwargs())
             try:
-                image = request.load()
-                records = generator.generate(
+                # Tiled slices are read a tile at a time (dask/zarr data never whole).
+                image = request.load() if plan.tiles is None else request.lazy()
+                labels, found = generator.generate_labels(
                     image,
+                    order=plan.params.order,
                     contrast_limits=request.contrast_limits,
                     rgb=request.rgb,
                     progress=report,
@@ -337,18 +347,23 @@ class SegmentAllRun:
                     raise
                 yield SegmentAllStep(index, None, 0, str(exc))  # a bad slice: the stack goes on
                 continue
-            labels = masks_to_labels(records, sl.shape, order=plan.params.order)
-            yield SegmentAllStep(index, labels, len(records))
+            yield SegmentAllStep(index, labels, found)
 
-    def _slice_embedding(self, request: EncodeRequest, image: np.ndarray) -> ImageEmbedding:
+    def _slice_embedding(
+        self, request: EncodeRequest, image: Any
+    ) -> ImageEmbedding | TiledEmbedding:
         """The slice's embedding from the clicks' cache, or encoded now and put there, so that
-        a slice is never encoded twice and a segmented slice answers clicks at once."""
+        a slice is never encoded twice and a segmented slice answers clicks at once (tiled: a
+        tiled embedding, its tiles encoded as segmenting reaches them)."""
         key = request.key(model_key(self.predictor))
         embedding = self.cache.get(key)
         if embedding is None:
-            embedding = self.predictor.compute_embedding(
-                image, contrast_limits=request.contrast_limits, rgb=request.rgb
-            )
+            if request.tiles is not None:
+                embedding = request.compute(self.predictor)
+            else:
+                embedding = self.predictor.compute_embedding(
+                    image, contrast_limits=request.contrast_limits, rgb=request.rgb
+                )
             self.cache.put(key, embedding)
             self.slices_encoded += 1
         return embedding
@@ -423,7 +438,11 @@ class SegmentAllController:
         sl = self.annotator.current_slice()
         check_plane(image, sl)
         params = params if params is not None else self.params
-        look = {"contrast_limits": contrast_limits(image), "rgb": bool(image.rgb)}
+        look = {
+            "contrast_limits": contrast_limits(image),
+            "rgb": bool(image.rgb),
+            "tiles": self.annotator.embeddings.tiling.spec_for(sl.shape),
+        }
         if scope == "slice":
             return SegmentAllPlan(image, [sl], scope, None, params, **look)
         free = [a for a, _ in sl.indices]

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from napari.layers import Image
 
     from ..image import Sam2Predictor
+    from ..image.tiling import TileSpec
 
 __all__ = ["STORE_SUFFIX", "default_store_path", "frame_of", "layer_store_identity"]
 
@@ -37,8 +38,11 @@ def _frame_axes(layer: Image) -> tuple[tuple[int, ...], tuple[int, int]]:
     return shape[:-2], (shape[-2], shape[-1])
 
 
-def layer_store_identity(layer: Image, predictor: Sam2Predictor) -> StoreIdentity:
-    """What a store of ``layer`` encoded by ``predictor`` holds (its current contrast limits)."""
+def layer_store_identity(
+    layer: Image, predictor: Sam2Predictor, tiles: TileSpec | None = None
+) -> StoreIdentity:
+    """What a store of ``layer`` encoded by ``predictor`` holds (its current contrast limits;
+    each frame as ``tiles`` and an overview, or whole)."""
     leading, hw = _frame_axes(layer)
     return StoreIdentity(
         model=predictor.name,
@@ -47,6 +51,7 @@ def layer_store_identity(layer: Image, predictor: Sam2Predictor) -> StoreIdentit
         image_hw=hw,
         contrast_limits=contrast_limits(layer),
         rgb=bool(layer.rgb),
+        tiles="none" if tiles is None else tiles.describe(),
     )
 
 
@@ -93,9 +98,16 @@ def _writable(folder: Path) -> bool:
 
 
 def open_layer_store(
-    layer: Image, predictor: Sam2Predictor, path: Any = None, *, dtype: str = "float32"
+    layer: Image,
+    predictor: Sam2Predictor,
+    path: Any = None,
+    *,
+    dtype: str = "float32",
+    tiles: TileSpec | None = None,
 ) -> EmbeddingStore:
     """The store of ``layer`` at ``path`` (default: :func:`default_store_path`), created if
-    missing. Errors as :meth:`EmbeddingStore.open`."""
+    missing; ``tiles`` for a layer whose slices are tiled. Errors as
+    :meth:`EmbeddingStore.open`."""
     where = Path(path) if path is not None else default_store_path(layer)
-    return EmbeddingStore.open(where, layer_store_identity(layer, predictor), dtype=dtype)
+    identity = layer_store_identity(layer, predictor, tiles)
+    return EmbeddingStore.open(where, identity, dtype=dtype)

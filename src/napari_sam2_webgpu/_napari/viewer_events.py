@@ -101,6 +101,7 @@ class ViewerReactions:
         a.sync_embedding()
         a.decoder.invalidate()
         self._clear_preview()
+        a.large.refresh_grid()
         a.events.status()
         if sl is not None and a.is_ready:
             a.request_decode()
@@ -122,6 +123,10 @@ class ViewerReactions:
             self._defer(functools.partial(self.tell, message, show_info))
         elif a.prompts.forget(layer):
             a.request_decode()
+        elif layer is a.large.grid.layer:
+            a.large.grid.visible = False  # removed by the user: hidden until asked again
+            a.large.grid.layer = None
+            return
         elif not a.preview.forget(layer):
             return
         a.events.layers()

@@ -162,8 +162,9 @@ def precompute_embeddings(
     predictor : Sam2Predictor
         Its encoder must be the store's (see :func:`open_stack_store`).
     image : array-like
-        The image or stack (:func:`stack_layout`); the store's shape. numpy, dask or zarr:
-        read frame by frame (tile by tile for a tiled store).
+        The image or stack, of the store's shape (its frames and colour axis as the store
+        records them, e.g. from :func:`open_stack_store`). numpy, dask or zarr: read frame by
+        frame (tile by tile for a tiled store).
     store : EmbeddingStore
     contrast_limits : (float, float), optional
         As recorded in the store.
@@ -181,10 +182,15 @@ def precompute_embeddings(
     from ..image.preprocess import ImageError
 
     start = time.perf_counter()
-    leading, rgb = stack_layout(image)
+    # The store's own layout: a napari layer's colour axis is known, not guessed.
+    leading, rgb = tuple(store.identity.frames), bool(store.identity.rgb)
+    shape = tuple(int(v) for v in image.shape)
+    if shape[: len(leading) + 2] != (*leading, *store.identity.image_hw):
+        raise ValueError(
+            f"the store is for frames {leading} of {store.identity.image_hw}, the stack has "
+            f"shape {shape}"
+        )
     frames = StackFrames(image, leading)
-    if len(frames) != store.num_frames:
-        raise ValueError(f"the store has {store.num_frames} frames, the stack {len(frames)}")
     report = PrecomputeReport()
     done = set(store.done_frames())
     entries = store.identity.entries_per_frame
