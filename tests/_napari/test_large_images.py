@@ -190,3 +190,44 @@ def test_segment_all_on_a_tiled_slice(micro_predictor):
     assert annotator.sync_embedding()
     assert len(micro_predictor.embedding.encoded) == 4
     annotator.close()
+
+
+def test_propagation_through_tiled_slices_tracks_in_the_prompts_tile(micro_predictor):
+    from napari_sam2_webgpu._napari.propagation import PropagationController, stack_spec
+    from napari_sam2_webgpu.video import Sam2Propagator
+
+    from .stacks import moving_blob_stack
+
+    data = moving_blob_stack(3, HW)
+    viewer = ViewerModel()
+    image = viewer.add_image(data, name="big", contrast_limits=(0, 255))
+    annotator = tiled_annotator(viewer, image, micro_predictor)
+    annotator.inline_decode_seconds = 0.0
+    controller = PropagationController(annotator)
+    controller.set_model(micro_predictor)
+    viewer.dims.set_current_step(0, 1)
+    encode(annotator)
+    annotator.add_point(image.data_to_world([1, 28.0, 30.0]))  # in the top-left tile
+    run = controller.propagate("both")
+    window = run.spec.window
+    assert window is not None and window.index == 0 and run.spec.frame_hw == window.hw
+    # The same as the propagator on the window's frames, with the shifted prompt.
+    propagator = Sam2Propagator.from_predictor(micro_predictor, *controller._video_files)
+    rows, cols = window.slices
+    state = propagator.init_state(data[:, rows, cols], contrast_limits=(0, 255))
+    x0, y0 = window.box[:2]
+    propagator.add_prompts(state, 1, 1, points=[[30.0 - x0, 28.0 - y0]], labels=[1])
+    expected = np.zeros(data.shape, bool)
+    for frame, masks in propagator.propagate(state, "both"):
+        expected[frame, rows, cols] = masks[1]
+    written = annotator.labels_layer.data == annotator.object_id
+    assert expected.any()
+    np.testing.assert_array_equal(written, expected)
+    assert controller.is_propagated()
+    # Prompts that fit in no tile: tracked on the whole frames (the overview embeddings).
+    annotator.add_point(image.data_to_world([1, 110.0, 140.0]))
+    spec = stack_spec(annotator)
+    assert spec.tiles == SPEC
+    run = controller.propagate("forward")
+    assert run.spec.window is None and run.spec.frame_hw == HW
+    annotator.close()

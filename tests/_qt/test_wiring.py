@@ -81,6 +81,7 @@ class FakeWidget:
             connect=lambda segment_all: setattr(self, "segment_all_button", segment_all),
             refresh=lambda: None,
         )
+        self.large_images_runner = SimpleNamespace(busy=False, refresh=lambda: None)
         self.cache = type("Cache", (), {"__len__": lambda self: 0, "nbytes": 0})()
 
     def __getattr__(self, name: str):

@@ -166,3 +166,31 @@ def test_thread_safety():
         t.join()
     assert not errors
     assert len(cache) == 100 and cache.nbytes == 100 * 120
+
+
+class Growing:
+    """An embedding that grows after it is cached (a tiled one encoding its tiles)."""
+
+    def __init__(self, nbytes):
+        self.nbytes = nbytes
+
+
+def test_refresh_measures_an_embedding_that_grew():
+    cache = EmbeddingCache(max_bytes=1000)
+    grows = Growing(0)
+    cache.put(key(0), fake(120))
+    cache.put(key(1), fake(120))
+    cache.put(key(2), grows)
+    assert cache.nbytes == 240
+    grows.nbytes = 600
+    cache.refresh(key(2))
+    assert cache.nbytes == 840 and len(cache) == 3
+    grows.nbytes = 850  # no longer fits with the others: the least recently used go first
+    cache.refresh(key(2))
+    assert cache.keys() == [key(1), key(2)] and cache.nbytes == 970
+    grows.nbytes = 2000  # alone over the bound: kept (it is in use), the rest dropped
+    cache.refresh(key(2))
+    assert cache.keys() == [key(2)] and cache.nbytes == 2000
+    cache.discard(key(2))  # the size recorded is what is taken off, whatever it is now
+    assert cache.nbytes == 0 and len(cache) == 0
+    cache.refresh(key(5))  # absent: nothing happens

@@ -335,8 +335,9 @@ class PreviewDecoder:
             return
         try:
             self.show(result)
-            if result.encoded:
-                self.annotator.large.refresh_grid()  # a tile more is encoded
+            if result.encoded:  # a tile more is encoded: the cache and the grid see it
+                self.annotator.embeddings.refresh_current()
+                self.annotator.large.refresh_grid()
         except Exception as exc:  # e.g. the image was removed in the meantime
             logger.exception("napari-sam2-webgpu: preview update failed")
             self.annotator.report_problem(

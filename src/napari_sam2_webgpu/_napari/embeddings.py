@@ -247,6 +247,11 @@ class EmbeddingTracker:
         self.slice = sl
         return True
 
+    def refresh_current(self) -> None:
+        """The current embedding grew (a tiled one encoded a tile): the cache measures it."""
+        if self.key is not None:
+            self.cache.refresh(self.key)
+
     def holds(self, sl: SliceInfo) -> bool:
         """Whether the predictor's embedding is known to be slice ``sl``'s."""
         return self.slice is not None and self.slice.key == sl.key

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..image.tiling import Tile, TiledEmbedding, TileSpec, prompt_extent
 from ..video import DIRECTIONS
 from .embeddings import EncodeRequest, model_key
 from .errors import NO_IMAGE, AnnotatorError
@@ -55,6 +56,7 @@ __all__ = [
     "StackSpec",
     "stack_prompts",
     "stack_spec",
+    "tracking_window",
     "video_components",
 ]
 
@@ -146,6 +148,12 @@ class StackSpec:
     rgb : bool
     model : str
         The model key of the embedding cache.
+    tiles : TileSpec or None
+        The frames' tiles, when the annotator tiles slices of this size.
+    window : Tile or None
+        For tiled frames: the tile every frame is tracked in (chosen from the object's
+        prompts when a run starts, see :func:`tracking_window`); None: the whole frame (its
+        overview embedding, when tiled).
     """
 
     layer: Image
@@ -154,6 +162,8 @@ class StackSpec:
     contrast_limits: tuple[float, float] | None
     rgb: bool
     model: str
+    tiles: TileSpec | None = None
+    window: Tile | None = None
 
     @property
     def num_frames(self) -> int:
@@ -177,7 +187,36 @@ class StackSpec:
             (t.rows_axis, t.cols_axis),
             self.contrast_limits,
             self.model,
+            self.tiles,
+            None if self.window is None else self.window.box,
         )
+
+    @property
+    def frame_hw(self) -> tuple[int, int]:
+        """Height and width of what is tracked: the window, or the whole frame."""
+        return self.template.shape if self.window is None else self.window.hw
+
+    def to_window(self, prompts: Prompts) -> Prompts:
+        """Prompts in slice pixels -> in the tracked window's pixels."""
+        points, labels, box = prompts
+        if self.window is None:
+            return prompts
+        x0, y0 = self.window.box[:2]
+        shift = np.array([x0, y0], dtype=float)
+        return (
+            None if points is None else np.asarray(points, dtype=float) - shift,
+            labels,
+            None if box is None else np.asarray(box, dtype=float) - np.tile(shift, 2),
+        )
+
+    def to_frame(self, mask: np.ndarray) -> np.ndarray:
+        """A tracked (window-sized) mask -> a mask of the whole slice."""
+        if self.window is None:
+            return mask
+        out = np.zeros(self.template.shape, dtype=bool)
+        rows, cols = self.window.slices
+        out[rows, cols] = mask
+        return out
 
     def frame_slice(self, index: int) -> SliceInfo:
         """The 2D slice of frame ``index``."""
@@ -193,24 +232,28 @@ class StackSpec:
             self.frame_slice(index),
             self.contrast_limits,
             self.rgb,
+            tiles=self.tiles,
         )
 
 
 class _LayerFrames:
-    """The frames of a :class:`StackSpec` as a lazy ``(T, H, W[, C])`` array-like."""
+    """The frames of a :class:`StackSpec` (their window, when tiled) as a lazy
+    ``(T, H, W[, C])`` array-like."""
 
     def __init__(self, spec: StackSpec) -> None:
         self._spec = spec
         self._data = base_data(spec.layer)
         channels = (int(self._data.shape[-1]),) if spec.rgb else ()
-        self.shape = (spec.num_frames, *spec.template.shape, *channels)
+        self.shape = (spec.num_frames, *spec.frame_hw, *channels)
         self.dtype = self._data.dtype
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return np.asarray(self._data[self._spec.frame_slice(int(index)).indexer()])
+        window = self._spec.window
+        rows, cols = (slice(None), slice(None)) if window is None else window.slices
+        return np.asarray(self._data[self._spec.frame_slice(int(index)).indexer(rows, cols)])
 
 
 def stack_spec(annotator: Annotator, axis: int | None = None) -> StackSpec:
@@ -248,7 +291,25 @@ def stack_spec(annotator: Annotator, axis: int | None = None) -> StackSpec:
     model = annotator.model_key
     if model is None:
         raise AnnotatorError("Load a model first (press Encode).")
-    return StackSpec(image, int(axis), sl, contrast_limits(image), bool(image.rgb), model)
+    tiles = annotator.embeddings.tiling.spec_for(sl.shape)
+    return StackSpec(image, int(axis), sl, contrast_limits(image), bool(image.rgb), model, tiles)
+
+
+def tracking_window(spec: StackSpec, prompts: dict[int, Prompts]) -> Tile | None:
+    """The tile a tiled stack's object is tracked in: the one that holds all its prompts (on
+    every frame) best, as for a click (:meth:`TileLayout.choose
+    <napari_sam2_webgpu.image.tiling.TileLayout.choose>`); None (the whole frame at the
+    overview's resolution) when they fit in no tile, or the stack is not tiled."""
+    if spec.tiles is None or not prompts:
+        return None
+    corners = []
+    for points, _, box in prompts.values():
+        if points is not None:
+            corners.append(np.asarray(points, dtype=float).reshape(-1, 2))
+        if box is not None:
+            corners.append(np.asarray(box, dtype=float).reshape(-1, 2))
+    extent = prompt_extent(np.concatenate(corners))
+    return spec.tiles.layout(spec.template.shape).choose(extent)
 
 
 Prompts = tuple[Any, Any, Any]  # points (N, 2) xy, labels (N,), box (4,); None where absent
@@ -380,11 +441,12 @@ class PropagationRun:
         for frame in self.clears:
             propagator.clear_prompts(state, frame, obj_id)
             self.applied[frame] = None
-        for frame, (points, labels, box) in self.updates.items():
+        for frame, prompts in self.updates.items():
             if self.cancelled:
                 return
+            points, labels, box = self.spec.to_window(prompts)
             propagator.add_prompts(state, frame, obj_id, points=points, labels=labels, box=box)
-            self.applied[frame] = _signature((points, labels, box))
+            self.applied[frame] = _signature(prompts)
         if self.cancelled:
             return
         passes = [False, True] if self.direction == "both" else [self.direction == "backward"]
@@ -395,7 +457,8 @@ class PropagationRun:
         try:
             for done, (frame, masks) in enumerate(tracking, 1):
                 self.done = done
-                yield PropagationStep(frame, masks.get(obj_id, empty), done, self.total)
+                mask = self.spec.to_frame(masks.get(obj_id, empty))
+                yield PropagationStep(frame, mask, done, self.total)
                 if self.cancelled:
                     return
         finally:
@@ -510,6 +573,11 @@ class PropagationController:
                 embedding = request.compute(predictor)
                 cache.put(key, embedding)
                 self._encoded += 1
+            if isinstance(embedding, TiledEmbedding):
+                window = spec.window
+                part = embedding.overview() if window is None else embedding.tile(window.index)
+                cache.refresh(key)  # it holds one tile (or its overview) more now
+                return part
             return embedding
 
         return provide
@@ -554,6 +622,7 @@ class PropagationController:
             spec = stack_spec(self.annotator)
         except AnnotatorError:
             return False
+        spec = replace(spec, window=tracking_window(spec, stack_prompts(self.annotator, spec)))
         if spec.key != self._state_key:
             return False
         run = self.last_run
@@ -625,6 +694,9 @@ class PropagationController:
         obj_id = annotator.object_id
         check_label_value(labels, obj_id)
         wanted = stack_prompts(annotator, spec)
+        # Tiled frames: the object is tracked in the tile that holds its prompts (a new
+        # window is a new tracking state).
+        spec = replace(spec, window=tracking_window(spec, wanted))
         synced = self._synced.get(obj_id, {}) if spec.key == self._state_key else {}
         run = PropagationRun(
             object_id=obj_id,

@@ -342,6 +342,8 @@ class SegmentAllRun:
                     cancelled=stop,
                     embedding=self._slice_embedding(request, image),
                 )
+                if plan.tiles is not None:  # its tiles are encoded now: the cache sees them
+                    self.cache.refresh(request.key(model_key(self.predictor)))
             except ImageError as exc:
                 if count == 1:
                     raise

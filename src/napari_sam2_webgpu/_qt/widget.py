@@ -19,6 +19,8 @@ From napari's console (``viewer.window.add_plugin_dock_widget`` returns the widg
     w.commit()
     w.propagate("both", wait=True)    # stacks: the current object through every slice
     w.segment_all("stack", wait=True) # every object of every slice, into a new Labels layer
+    w.set_tiling("auto")              # big slices as tiles at full resolution
+    w.use_store(); w.precompute_embeddings(wait=True)  # every slice encoded, on disk
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from .dock import DockView
 from .encoding import ModelSession
 from .errors import ErrorReporter
 from .jobs import JobRunner, Workers, run_loop_until
+from .large_images import LargeImagesPanel, LargeImagesRunner
 from .layer_choices import NEW_LABELS
 from .lifecycle import Lifecycle
 from .panels import CUSTOM
@@ -58,6 +61,7 @@ from .wiring import DockWiring
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
+    from .._napari.tiling import TilingSettings
     from ..image import ImageEmbedding, Sam2Predictor
 
 
@@ -141,6 +145,14 @@ class Sam2Widget(QWidget):
             alive=self._alive,
             on_change=self._refresh_status,
         )
+        self.large_images_runner = LargeImagesRunner(
+            self.large_images_panel,
+            annotator=self.annotator,
+            workers=self._workers,
+            errors=self.errors,
+            alive=self._alive,
+            on_change=self._refresh_status,
+        )
         self._wiring = DockWiring(
             self, self._view, self._keys, alive=self._alive, defer=self._defer
         )
@@ -161,6 +173,8 @@ class Sam2Widget(QWidget):
             setattr(self, name, part)
         self.segment_all_panel = SegmentAllPanel()  # above the messages
         self.layout().insertWidget(self.layout().indexOf(self.messages), self.segment_all_panel)
+        self.large_images_panel = LargeImagesPanel()  # collapsed: most images are not large
+        self.layout().insertWidget(self.layout().indexOf(self.messages), self.large_images_panel)
         self._view.bind_settings(self.annotator)
 
     def _defer(self, fn: Callable[[], None]) -> None:
@@ -326,6 +340,7 @@ class Sam2Widget(QWidget):
             or self._workers
             or self.propagation.running
             or self.segment_all_runner.busy
+            or self.large_images_runner.busy
         )
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -434,14 +449,48 @@ class Sam2Widget(QWidget):
         """
         return self.segment_all_runner.segment_all(scope, axis, wait, params)
 
+    # ------------------------------------------------------------- console API: large images
     def use_store(self, path: str | None = None, *, dtype: str = "float32"):
         """Keep the image layer's embeddings in a store on disk, so that reopening the image
         (or a store made by ``napari-sam2-webgpu embed``) costs no encoding. Default place:
         next to the image file, else in the cache. Needs a loaded model. Raises when the
-        store was made for another model, image or contrast, or cannot be written (the
+        store was made for another model, image, contrast or tiling, or cannot be written (the
         message says which); more in docs/embedding-store.md."""
         self.wait()
-        return self.annotator.use_store(path, dtype=dtype)
+        store = self.annotator.use_store(path, dtype=dtype)
+        self._refresh_status()
+        return store
+
+    def precompute_embeddings(self, wait: bool = False) -> bool:
+        """Encode every slice (every tile, when tiled) of the image layer into its store, in a
+        worker with a progress bar that cancels; slices stored already are skipped. Uses the
+        store of :meth:`use_store` (the default place when none is in use). Clicks go on
+        meanwhile. Returns whether it started (else the reason is in :attr:`last_error`)."""
+        return self.large_images_runner.precompute(wait)
+
+    def cancel_precompute(self) -> None:
+        """Stop precomputing after the slice or tile being encoded; what was stored stays."""
+        self.large_images_runner.cancel()
+
+    @property
+    def tiling(self) -> TilingSettings:
+        """How slices are tiled (a copy): ``mode`` ("auto", "on", "off"), ``spec`` (tile size
+        and halo), ``threshold``. Change it with :meth:`set_tiling`."""
+        return self.annotator.large.tiling
+
+    def set_tiling(
+        self, mode: str | None = None, *, tile_size: int | None = None, halo: int | None = None
+    ) -> TilingSettings:
+        """Encode large slices as overlapping tiles at full resolution: ``mode`` "auto" (slices
+        longer than 2048 pixels on a side), "on" (every slice) or "off"; ``tile_size`` (1024:
+        native scale) and ``halo`` (overlap) in pixels. ValueError for invalid values. More
+        in docs/tiling.md."""
+        return self.large_images_runner.set_tiling(mode, tile_size, halo)
+
+    def show_tile_grid(self, visible: bool = True) -> None:
+        """Outline the displayed slice's tiles in a Shapes layer "SAM2 tiles" (encoded tiles
+        in green)."""
+        self.large_images_runner.show_grid(visible)
 
     def cancel_segment_all(self) -> None:
         """Stop segment all before the next decoder batch; the slices written stay."""
@@ -498,6 +547,7 @@ class Sam2Widget(QWidget):
 
     def _stop_work(self) -> None:
         self.segment_all_runner.close()
+        self.large_images_runner.cancel()
         self.jobs.cancel()
         self.jobs.queued = False
         self.propagation.cancel()

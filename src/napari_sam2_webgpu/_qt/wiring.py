@@ -114,6 +114,7 @@ class DockWiring:
             reason = "Segment all is running: wait for it, or cancel it."
         self._view.show_status(facts, running, reason)
         widget.segment_all_runner.refresh()
+        widget.large_images_runner.refresh()
 
     def encode_or_cancel(self) -> None:
         """The Encode button: Cancel while a load or an encode runs."""

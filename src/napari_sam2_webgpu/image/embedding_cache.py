@@ -92,6 +92,7 @@ class EmbeddingCache:
     def __init__(self, max_bytes: int | None = None) -> None:
         self._lock = threading.RLock()
         self._items: OrderedDict[EmbeddingKey, ImageEmbedding] = OrderedDict()
+        self._sizes: dict[EmbeddingKey, int] = {}  # as measured when stored (or refreshed)
         self._nbytes = 0
         self._max_bytes = _default_max_bytes() if max_bytes is None else self._check(max_bytes)
         self.hits = 0
@@ -169,28 +170,46 @@ class EmbeddingCache:
         """
         size = _nbytes(embedding)
         with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._nbytes -= _nbytes(old)
+            self._forget(key)
             if size > self._max_bytes:
                 return False
             self._evict(size)
             self._items[key] = embedding
+            self._sizes[key] = size
             self._nbytes += size
             return True
+
+    def refresh(self, key: EmbeddingKey) -> None:
+        """Measure ``key``'s embedding again: a tiled embedding grows as its tiles are encoded.
+
+        Least recently used others are dropped if it no longer fits with them (it stays, as
+        the most recently used, even when it alone exceeds the bound: it is in use).
+        """
+        with self._lock:
+            embedding = self._items.get(key)
+            if embedding is None:
+                return
+            size = _nbytes(embedding)
+            self._nbytes += size - self._sizes[key]
+            self._sizes[key] = size
+            self._items.move_to_end(key)
+            while len(self._items) > 1 and self._nbytes > self._max_bytes:
+                oldest = next(iter(self._items))
+                self._forget(oldest)
+
+    def _forget(self, key: EmbeddingKey) -> None:
+        if self._items.pop(key, None) is not None:
+            self._nbytes -= self._sizes.pop(key)
 
     def _evict(self, room: int) -> None:
         """Drop least recently used items until ``room`` more bytes fit."""
         while self._items and self._nbytes + room > self._max_bytes:
-            _, dropped = self._items.popitem(last=False)
-            self._nbytes -= _nbytes(dropped)
+            self._forget(next(iter(self._items)))
 
     def discard(self, key: EmbeddingKey) -> None:
         """Forget one key (no error when absent)."""
         with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._nbytes -= _nbytes(old)
+            self._forget(key)
 
     def drop(self, predicate: Callable[[EmbeddingKey], bool]) -> int:
         """Forget every key for which ``predicate(key)`` is true; returns how many."""
@@ -208,4 +227,5 @@ class EmbeddingCache:
         """Forget everything (the hit and miss counters are kept)."""
         with self._lock:
             self._items.clear()
+            self._sizes.clear()
             self._nbytes = 0

@@ -58,6 +58,7 @@ __all__ = [
     "TileStore",
     "TiledEmbedding",
     "needs_tiling",
+    "prompt_extent",
     "tiled_embedding",
     "whole_image_window",
 ]
