@@ -49,7 +49,7 @@ rng = np.random.default_rng(0)
 image = rng.integers(800, 1200, (side, side), dtype=np.uint16)
 yy, xx = np.mgrid[:64, :64]
 for cy, cx in rng.integers(64, side - 128, (400, 2)):
-    image[cy:cy + 64, cx:cx + 64] += ((yy - 32) ** 2 + (xx - 32) ** 2 < 144) * 3000
+    image[cy:cy + 64, cx:cx + 64] += (((yy - 32) ** 2 + (xx - 32) ** 2 < 144) * 3000).astype(np.uint16)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 point = [[side * 0.37, side * 0.61]]
@@ -135,8 +135,9 @@ def first_mask(encoder: str, decoder: str, backend: str, side: int) -> None:
             [sys.executable, "-c", _FIRST_MASK, encoder, decoder, backend, str(side), mode],
             capture_output=True,
             text=True,
-            check=True,
         )
+        if out.returncode:
+            raise RuntimeError(f"{mode} failed:\n{out.stderr[-3000:]}")
         result = json.loads(out.stdout.strip().splitlines()[-1])
         print(
             f"| {mode} | {result['seconds'] * 1e3:,.0f} ms | {result['peak_mib']:,.0f} MiB | "
