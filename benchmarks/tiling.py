@@ -48,8 +48,9 @@ predictor.warm_up()
 rng = np.random.default_rng(0)
 image = rng.integers(800, 1200, (side, side), dtype=np.uint16)
 yy, xx = np.mgrid[:64, :64]
+blob = (((yy - 32) ** 2 + (xx - 32) ** 2 < 144) * 3000).astype(np.uint16)
 for cy, cx in rng.integers(64, side - 128, (400, 2)):
-    image[cy:cy + 64, cx:cx + 64] += (((yy - 32) ** 2 + (xx - 32) ** 2 < 144) * 3000).astype(np.uint16)
+    image[cy:cy + 64, cx:cx + 64] += blob
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 point = [[side * 0.37, side * 0.61]]
