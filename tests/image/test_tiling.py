@@ -345,3 +345,51 @@ def test_tiled_segment_everything_runs_on_the_model(predictor, image):
     plain, n = generator.generate_labels(image)
     assert n == len(records)
     np.testing.assert_array_equal(plain, automatic.masks_to_labels(records, image.shape))
+
+
+def test_threads_share_an_encode_and_never_wait_for_another_tile():
+    import threading
+
+    from napari_sam2_webgpu.image.encoder import ImageEmbedding
+
+    layout = SPEC.layout((200, 200))
+    release = threading.Event()
+    calls = []
+
+    def encode(tile):
+        calls.append(None if tile is None else tile.index)
+        if tile is not None and tile.index == 1:
+            release.wait(10)  # a slow encode
+        z = np.zeros((1, 1), np.float32)
+        return ImageEmbedding(z, z, z, (1, 1) if tile is None else tile.hw)
+
+    tiled = TiledEmbedding(layout, encode)
+    tiled.tile(0)
+    slow = [threading.Thread(target=tiled.tile, args=(1,)) for _ in range(2)]
+    for thread in slow:
+        thread.start()
+    # While tile 1 encodes, tile 0 (in memory) and the overview come at once.
+    assert tiled.tile(0) is not None and tiled.overview() is not None
+    assert not release.is_set()
+    release.set()
+    for thread in slow:
+        thread.join(10)
+    assert sorted(calls, key=str) == [0, 1, None] and tiled.encoded == [0, 1]
+
+
+def test_a_failed_encode_can_be_tried_again():
+    from napari_sam2_webgpu.image.encoder import ImageEmbedding
+
+    attempts = []
+
+    def encode(tile):
+        attempts.append(tile.index)
+        if len(attempts) == 1:
+            raise RuntimeError("device lost")
+        z = np.zeros((1, 1), np.float32)
+        return ImageEmbedding(z, z, z, tile.hw)
+
+    tiled = TiledEmbedding(SPEC.layout((100, 100)), encode)
+    with pytest.raises(RuntimeError, match="device lost"):
+        tiled.tile(0)
+    assert tiled.tile(0).image_hw == (96, 96) and attempts == [0, 0]

@@ -325,7 +325,8 @@ class TiledEmbedding:
 
     Notes
     -----
-    Thread-safe: tiles are encoded one at a time, whichever thread asks.
+    Thread-safe: a tile is encoded once whichever threads ask for it, and a thread asking for a
+    tile in memory never waits for another tile's encode.
     """
 
     def __init__(
@@ -336,7 +337,8 @@ class TiledEmbedding:
         self.max_bytes = int(max_bytes)
         self._tiles: OrderedDict[int, ImageEmbedding] = OrderedDict()
         self._overview: ImageEmbedding | None = None
-        self._lock = threading.RLock()
+        self._pending: dict[int | None, threading.Event] = {}  # being encoded, by some thread
+        self._lock = threading.Lock()
         self.encodes = 0  # tiles and overviews encoded (or read) so far
 
     @property
@@ -374,24 +376,43 @@ class TiledEmbedding:
 
     def tile(self, index: int) -> ImageEmbedding:
         """Tile ``index``'s embedding (encoded now when not in memory)."""
-        with self._lock:
-            found = self._tiles.get(index)
-            if found is not None:
-                self._tiles.move_to_end(index)
-                return found
-            embedding = self._encode(self.layout.tiles[index])
-            self.encodes += 1
-            self._tiles[index] = embedding
-            self._trim()
-            return embedding
+        return self._get(index)
 
     def overview(self) -> ImageEmbedding:
         """The whole image's embedding (encoded now when not in memory)."""
-        with self._lock:
-            if self._overview is None:
-                self._overview = self._encode(None)
-                self.encodes += 1
-            return self._overview
+        return self._get(None)
+
+    def _get(self, index: int | None) -> ImageEmbedding:
+        # The lock guards the bookkeeping only: a thread that finds a tile in memory never
+        # waits for another thread's encode (seconds on a CPU) of another tile; a thread that
+        # wants the tile being encoded waits for that encode instead of repeating it.
+        while True:
+            with self._lock:
+                found = self._overview if index is None else self._tiles.get(index)
+                if found is not None:
+                    if index is not None:
+                        self._tiles.move_to_end(index)
+                    return found
+                pending = self._pending.get(index)
+                mine = pending is None
+                if mine:
+                    pending = self._pending[index] = threading.Event()
+            if not mine:
+                pending.wait()
+                continue  # encoded meanwhile (or failed there: try here)
+            try:
+                embedding = self._encode(None if index is None else self.layout.tiles[index])
+                with self._lock:
+                    self.encodes += 1
+                    if index is None:
+                        self._overview = embedding
+                    else:
+                        self._tiles[index] = embedding
+                        self._trim()
+                return embedding
+            finally:
+                with self._lock:
+                    self._pending.pop(index).set()
 
     def _trim(self) -> None:
         held = sum(e.nbytes for e in self._tiles.values())
