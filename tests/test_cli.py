@@ -87,6 +87,26 @@ def test_segment_tiff_uint16_with_big_label(model_args, micro_predictor, tmp_pat
     np.testing.assert_array_equal(labels, np.where(masks[0], 300, 0))
 
 
+def test_segment_tiled_tiff(model_args, micro_predictor, tmp_path, capsys):
+    """--tiles on: the click decodes in its tile, as the core's tiled embedding does."""
+    import tifffile
+
+    from napari_sam2_webgpu.image.tiling import TileSpec
+
+    image = np.tile(blob_image(H, W, seed=9)[..., 0], (2, 2))
+    src, out = tmp_path / "big.tif", tmp_path / "big_labels.tif"
+    tifffile.imwrite(src, image, tile=(32, 32))  # read lazily, a tile at a time
+    args = ["segment", str(src), *model_args, "--point", "150,100", "--out", str(out)]
+    assert main([*args, "--tiles", "on", "--tile-size", "128", "--halo", "32"]) == 0
+    err = capsys.readouterr().err
+    assert "tiled: 1 x 2 tiles (tiles 128 halo 32)" in err and "(tiled)" in err
+    tiled = micro_predictor.compute_tiled_embedding(image, spec=TileSpec(128, 32))
+    masks, _, _ = micro_predictor.predict(
+        [[150.0, 100.0]], [1], multimask_output=False, embedding=tiled
+    )
+    np.testing.assert_array_equal(tifffile.imread(out), np.where(masks[0], 1, 0))
+
+
 @pytest.mark.parametrize(
     "point,message",
     [

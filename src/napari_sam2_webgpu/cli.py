@@ -238,8 +238,8 @@ def _load_predictor(args: argparse.Namespace):
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from .image.preprocess import check_image
-    from .imagefiles import check_label_output, label_dtype, read_image, write_labels
+    from .image.tiling import whole_image_window
+    from .imagefiles import check_label_output, label_dtype, open_image, write_labels
 
     # Everything that can be checked is checked before a model is loaded or downloaded.
     _check_model_args(args)
@@ -250,12 +250,19 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     out = check_label_output(
         args.out, max_label=args.label, inputs=[args.image], overwrite=args.overwrite
     )
-    image = read_image(args.image)
-    height, width, _ = check_image(image)
+    image = open_image(args.image)  # lazily where it can: a tiled image is read a tile at a time
+    (height, width), _ = whole_image_window(image, args.contrast)
     _check_prompts(args, (height, width))
+    spec = _tile_spec(args, (height, width))
     predictor = _load_predictor(args)
     print(f"model {predictor.name} on {predictor.backend_info.describe()}", file=sys.stderr)
-    predictor.set_image(image, contrast_limits=args.contrast)
+    if spec is None:
+        predictor.set_image(np.asarray(image), contrast_limits=args.contrast)
+    else:
+        tiled = predictor.compute_tiled_embedding(image, contrast_limits=args.contrast, spec=spec)
+        predictor.set_embedding(tiled)  # the tile under the prompts is encoded when decoding
+        rows, cols = tiled.layout.grid
+        print(f"tiled: {rows} x {cols} tiles ({spec.describe()})", file=sys.stderr)
     coords, labels = _prompt_arrays(args)
     masks, scores, _ = predictor.predict(
         point_coords=coords,
@@ -266,10 +273,14 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     best = int(np.argmax(scores))
     result = np.where(masks[best], args.label, 0).astype(label_dtype(args.label))
     write_labels(out, result)
+    timing = f"decode {predictor.last_decode_seconds * 1e3:.0f} ms"
+    if spec is None:
+        timing = f"encode {predictor.last_encode_seconds * 1e3:.0f} ms, {timing}"
+    else:
+        timing = f"encode and {timing} (tiled)"
     print(
         f"wrote {out}: mask {best + 1}/{len(scores)}, score {scores[best]:.3f}, "
-        f"{int(masks[best].sum())} pixels; encode {predictor.last_encode_seconds * 1e3:.0f} ms, "
-        f"decode {predictor.last_decode_seconds * 1e3:.0f} ms",
+        f"{int(masks[best].sum())} pixels; {timing}",
         file=sys.stderr,
     )
     return 0
@@ -810,6 +821,7 @@ def _add_segment_command(subcommands: Any) -> None:
     p.add_argument(
         "--multimask", action="store_true", help="predict 3 candidates and keep the best-scoring"
     )
+    _add_tile_options(p)
     _add_output_options(p, "output label image (.tif, .png, .npy)")
     p.set_defaults(func=_cmd_segment)
 
