@@ -304,6 +304,44 @@ def test_propagate_writes_a_label_stack(micro_model_files, tmp_path, capsys):
     assert "3 frames in" in capsys.readouterr().out
 
 
+def test_propagate_tiled_tracks_in_the_prompts_tile_with_a_store(
+    micro_model_files, tmp_path, capsys
+):
+    """--tiles on: the object is tracked in its prompt's tile (as the napari widget does), the
+    tiles go to a tiled store, and a second run reads them instead of encoding."""
+    from napari_sam2_webgpu.image.tiling import TileSpec
+    from napari_sam2_webgpu.video import Sam2Propagator
+
+    from .video.test_propagator import moving_blob_stack
+
+    _, files = micro_model_files
+    stack = moving_blob_stack(3, (120, 150))
+    stack_path = tmp_path / "stack.npy"
+    np.save(stack_path, stack)
+    base = ["propagate", str(stack_path), "--frame", "1", "--point", "30,28"]
+    base += ["--encoder", str(files.encoder), "--decoder", str(files.decoder), "--backend", "cpu"]
+    base += ["--tiles", "on", "--tile-size", "96", "--halo", "16"]
+    store = tmp_path / "stack.sam2.zarr"
+    for run in ("fills", "reads"):
+        out = tmp_path / f"{run}.npy"
+        assert main([*base, "--store", str(store), "--out", str(out)]) == 0
+        err = capsys.readouterr().err
+        assert "tracked in tile 0 (0, 0, 96, 96)" in err
+    np.testing.assert_array_equal(np.load(tmp_path / "fills.npy"), np.load(out))
+    # The propagator on the window's frames, the prompt shifted (here by 0).
+    video = Sam2Propagator.from_files(
+        files.encoder, files.decoder, files.memory_attention, files.memory_encoder, "cpu"
+    )
+    window = TileSpec(96, 16).layout((120, 150)).tiles[0]
+    rows, cols = window.slices
+    state = video.init_state(np.ascontiguousarray(stack[:, rows, cols]))
+    video.add_prompts(state, 1, 1, points=[[30.0, 28.0]], labels=[1])
+    expected = np.zeros(stack.shape, np.uint8)
+    for frame, masks in video.propagate(state, "both"):
+        expected[frame][rows, cols] = masks[1]
+    np.testing.assert_array_equal(np.load(out), expected)
+
+
 def test_propagate_without_video_files_says_how_to_get_them(micro_model_files, tmp_path, capsys):
     import shutil
 

@@ -495,47 +495,95 @@ def _check_stack(stack: np.ndarray, args: argparse.Namespace) -> tuple[int, int]
             f"--frame {args.frame} is outside the stack: it has {len(stack)} frames "
             f"(0 to {len(stack) - 1})."
         )
-    height, width, _ = check_image(stack[args.frame], rgb=stack.ndim == 4)
+    height, width, _ = check_image(np.asarray(stack[args.frame]), rgb=stack.ndim == 4)
     return height, width
 
 
+class _WindowFrames:
+    """A stack's frames cut to one tile window, read lazily (what a tiled run tracks)."""
+
+    def __init__(self, stack: Any, tile: Any) -> None:
+        self._stack, (self._rows, self._cols) = stack, tile.slices
+        self.shape = (len(stack), *tile.hw, *stack.shape[3:])
+        self.dtype = stack.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return np.asarray(self._stack[int(index)][self._rows, self._cols])
+
+
 def _cmd_propagate(args: argparse.Namespace) -> int:
-    from .imagefiles import check_label_output, label_dtype, read_image, write_labels
+    from .image.tiling import prompt_extent
+    from .imagefiles import check_label_output, label_dtype, open_image, write_labels
 
     _check_model_args(args)
     out_path = check_label_output(
         args.out, max_label=args.label, inputs=[args.stack], overwrite=args.overwrite, stack=True
     )
-    stack = read_image(args.stack)
-    _check_prompts(args, _check_stack(stack, args))
+    stack = open_image(args.stack)
+    hw = _check_stack(stack, args)
+    _check_prompts(args, hw)
+    spec = _tile_spec(args, hw)
+    if spec is None:
+        stack = np.asarray(stack)  # frames encoded whole: read as before
+    coords, labels = _prompt_arrays(args)
+    box = _one_box(args)
+    window = None
+    if spec is not None:
+        # Tracked in the tile that holds the prompts best (the whole frames, at the overview's
+        # resolution, when they fit in no tile): the rule of the napari widget.
+        corners = [
+            np.asarray(c, dtype=float).reshape(-1, 2) for c in (coords, box) if c is not None
+        ]
+        window = spec.layout(hw).choose(prompt_extent(np.concatenate(corners)))
     video = _load_propagator(args)
     print(
         f"model {video.predictor.name} on {video.predictor.backend_info.describe()}",
         file=sys.stderr,
     )
-    provider = None
+    predictor, rgb = video.predictor, stack.ndim == 4
+    store = None
     if args.store:
         from .store import open_stack_store
 
-        # Embeddings from the store; frames it lacks are encoded and added to it.
-        store = open_stack_store(args.store, video.predictor, stack, contrast_limits=args.contrast)
-        print(f"embeddings: {store!r}", file=sys.stderr)
-        rgb = stack.ndim == 4
-        provider = store.provider(
-            lambda frame: video.predictor.compute_embedding(
-                stack[frame], contrast_limits=args.contrast, rgb=rgb
-            )
+        # Embeddings from the store; frames (tiles) it lacks are encoded and added to it.
+        store = open_stack_store(
+            args.store, predictor, stack, contrast_limits=args.contrast, tiles=spec
         )
-    state = video.init_state(stack, contrast_limits=args.contrast, embedding_provider=provider)
-    coords, labels = _prompt_arrays(args)
-    video.add_prompts(
-        state, args.frame, args.label, points=coords, labels=labels, box=_one_box(args)
-    )
+        print(f"embeddings: {store!r}", file=sys.stderr)
+
+    def encode(frame: int) -> Any:
+        if spec is None:
+            return predictor.compute_embedding(stack[frame], contrast_limits=args.contrast, rgb=rgb)
+        tiled = predictor.compute_tiled_embedding(
+            stack[frame],
+            contrast_limits=args.contrast,
+            rgb=rgb,
+            spec=spec,
+            store=None if store is None else store.frame_tiles(frame),
+            max_bytes=0,
+        )
+        return tiled.overview() if window is None else tiled.tile(window.index)
+
+    provider = encode if spec is not None else None if store is None else store.provider(encode)
+    frames = stack if window is None else _WindowFrames(stack, window)
+    if window is not None:
+        x0, y0 = window.box[:2]
+        coords = None if coords is None else coords - np.array([x0, y0])
+        box = None if box is None else list(np.asarray(box) - np.array([x0, y0, x0, y0]))
+        print(
+            f"tiled: tracked in tile {window.index} {window.box} (x0, y0, x1, y1)", file=sys.stderr
+        )
+    state = video.init_state(frames, contrast_limits=args.contrast, embedding_provider=provider)
+    video.add_prompts(state, args.frame, args.label, points=coords, labels=labels, box=box)
     out = np.zeros(stack.shape[:3], dtype=label_dtype(args.label))
+    rows, cols = (slice(None), slice(None)) if window is None else window.slices
     start = time.perf_counter()
     done: set[int] = set()  # "both" visits the prompted frame once per direction
     for frame, masks in video.propagate(state, args.direction):
-        out[frame] = np.where(masks[args.label], args.label, 0)
+        out[frame][rows, cols] = np.where(masks[args.label], args.label, 0)
         done.add(frame)
         print(f"\rframe {frame} ({len(done)} done)", end="", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
@@ -889,6 +937,7 @@ def _add_propagate_command(subcommands: Any) -> None:
         help="embedding store of the stack (from `embed`): frames in it are not encoded again, "
         "frames it lacks are added",
     )
+    _add_tile_options(p)
     _add_output_options(p, "output label stack (.tif, .npy)")
     p.set_defaults(func=_cmd_propagate)
 
