@@ -231,3 +231,34 @@ def test_propagation_through_tiled_slices_tracks_in_the_prompts_tile(micro_predi
     run = controller.propagate("forward")
     assert run.spec.window is None and run.spec.frame_hw == HW
     annotator.close()
+
+
+def test_a_pyramid_gives_the_overview_from_a_coarser_level(micro_predictor, monkeypatch):
+    import dask.array as da
+
+    levels = [
+        da.random.randint(0, 255, (2, 4200, 4300), chunks=(1, 1024, 1024)).astype(np.uint8),
+        da.random.randint(0, 255, (2, 2100, 2150), chunks=(1, 1024, 1024)).astype(np.uint8),
+        da.random.randint(0, 255, (2, 1050, 1075), chunks=(1, 1024, 1024)).astype(np.uint8),
+    ]
+    viewer = ViewerModel()
+    image = viewer.add_image(levels, multiscale=True, name="pyramid", contrast_limits=(0, 255))
+    annotator = Annotator(viewer)
+    annotator.set_image_layer(image)
+    annotator.set_predictor(micro_predictor)
+    viewer.dims.set_current_step(0, 1)
+    request = annotator.encode_request()
+    assert request.tiles == TileSpec()  # 4300 pixels: tiled by default
+    assert request.coarse().shape == (2100, 2150)
+    seen = []
+    encode = micro_predictor.compute_embedding
+
+    def recording(pixels, **kwargs):
+        seen.append(pixels.shape)
+        return encode(pixels, **kwargs)
+
+    monkeypatch.setattr(micro_predictor, "compute_embedding", recording)
+    tiled = request.compute(micro_predictor)
+    assert tiled.overview().image_hw == (4200, 4300)  # masks come back full size
+    assert seen == [(2100, 2150)]  # from level 1, never level 0 whole
+    annotator.close()

@@ -65,6 +65,25 @@ class EncodeRequest:
         """The slice without reading it (dask/zarr stay lazy; numpy: a view)."""
         return base_data(self.layer)[self.slice.indexer()]
 
+    def coarse(self) -> Any:
+        """The slice from the coarsest pyramid level still at least 2048 pixels on its long
+        side, for a tiled slice's overview (None: not multiscale, or no such level)."""
+        layer = self.layer
+        if not getattr(layer, "multiscale", False):
+            return None
+        sl, full = self.slice, layer.data[0].shape
+        found = None
+        for level in layer.data[1:]:
+            if max(level.shape[sl.rows_axis], level.shape[sl.cols_axis]) < 2048:
+                break
+            # The same slice on the coarser level (its not-displayed axes may be scaled too).
+            indexer = tuple(
+                i * level.shape[a] // full[a] if isinstance(i, int) else i
+                for a, i in enumerate(sl.indexer())
+            )
+            found = level[indexer]
+        return found
+
     def compute(self, predictor: Sam2Predictor) -> ImageEmbedding | TiledEmbedding:
         """The slice's embedding: from the layer's store, else read and encoded (slow:
         seconds on a CPU) and added to the store. Tiled: a :class:`TiledEmbedding` at once,
@@ -84,6 +103,7 @@ class EncodeRequest:
                 rgb=self.rgb,
                 spec=self.tiles,
                 store=tiles,
+                overview=self.coarse(),
             )
         if store is not None and frame is not None:
             stored = store.get(frame)

@@ -326,6 +326,7 @@ class Sam2Predictor:
         progress: Callable[[int, int], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
         max_bytes: int = DEFAULT_TILE_BYTES,
+        overview: Any = None,
     ) -> TiledEmbedding:
         """Encode a large image as overlapping tiles at full resolution (see :mod:`.tiling`).
 
@@ -356,6 +357,9 @@ class Sam2Predictor:
         max_bytes : int
             Memory bound of the tiles held (the least recently used are encoded again, or read
             from ``store``, when needed).
+        overview : array-like, optional
+            The whole image at a lower resolution, for the overview (a coarser pyramid level);
+            default: the image itself, or a strided sample of a dask/zarr image.
 
         Returns
         -------
@@ -381,6 +385,7 @@ class Sam2Predictor:
             store=store,
             adopt=lambda stored: self.decoder.place(self.encoder.to_device(stored)),
             max_bytes=max_bytes,
+            overview=overview,
         )
         if encode_now:
             tiled.encode_all(progress=progress, cancelled=cancelled)

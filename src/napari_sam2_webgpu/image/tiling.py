@@ -655,6 +655,7 @@ def tiled_embedding(
     store: TileStore | None = None,
     adopt: Callable[[ImageEmbedding], ImageEmbedding] | None = None,
     max_bytes: int = DEFAULT_TILE_BYTES,
+    overview: Any = None,
 ) -> TiledEmbedding:
     """A lazily encoded :class:`TiledEmbedding` of ``image``.
 
@@ -675,6 +676,9 @@ def tiled_embedding(
         Applied to embeddings read from ``store`` (e.g. to upload them to the GPU).
     max_bytes : int
         Memory bound of the tiles held.
+    overview : array-like, optional
+        The whole image at a lower resolution for the overview (e.g. a coarser level of a
+        multiscale pyramid); default: ``image`` itself (numpy), or a strided sample of it.
     """
     spec = spec or TileSpec()
     image_hw, limits = whole_image_window(image, contrast_limits, rgb)
@@ -687,7 +691,8 @@ def tiled_embedding(
             if stored is not None:
                 return stored if adopt is None else adopt(stored)
         if tile is None:
-            embedding = encode(_overview_pixels(image), contrast_limits=limits, rgb=rgb)
+            pixels = _overview_pixels(image if overview is None else overview)
+            embedding = encode(pixels, contrast_limits=limits, rgb=rgb)
             # A sampled overview still describes the whole image: masks come back full size.
             embedding = replace(embedding, image_hw=image_hw)
         else:
