@@ -589,6 +589,7 @@ def test_parser_has_every_subcommand_in_help_order():
     parser = build_parser()
     names = ["models", "download", "doctor", "segment", "propagate", "convert", "export", "bench"]
     names.insert(names.index("segment") + 1, "segment-all")
+    names.insert(names.index("segment-all") + 1, "refine")
     names.insert(names.index("propagate") + 1, "embed")
     names += ["to-coco", "from-coco"]
     assert "{" + ",".join(names) + "}" in parser.format_help()
@@ -597,6 +598,7 @@ def test_parser_has_every_subcommand_in_help_order():
     required["convert"] = ["x.pt"]
     required["segment-all"] = ["x.png", "--out", "o.tif"]
     required["embed"] = ["x.tif", "--out", "x.sam2.zarr"]
+    required["refine"] = ["x.tif", "l.tif", "--out", "o.tif"]
     required["to-coco"] = ["x.png", "--out", "o.json"]
     required["from-coco"] = ["c.json", "--out-dir", "d"]
     for name in names:
@@ -829,3 +831,29 @@ def test_segment_all_tiles_an_ome_zarr(model_args, micro_predictor, tmp_path, ca
     capsys.readouterr()
     assert main([*args, "--overwrite", "--tile-size", "96", "--halo", "40", "--tiles", "on"]) == 1
     assert "--tile-size/--halo" in capsys.readouterr().err
+
+
+def test_refine_a_label_image(model_args, micro_predictor, tmp_path, capsys):
+    """Every label (or --ids) refined as the core's refine_labels does; bad input refused."""
+    import tifffile
+
+    from napari_sam2_webgpu.image.refine import refine_labels
+
+    image = blob_image(H, W, seed=4)[..., 0]
+    labels = np.zeros((H, W), np.uint16)
+    labels[10:30, 10:40] = 2
+    labels[35:55, 50:90] = 5
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "lab.tif", labels)
+    out = tmp_path / "refined.tif"
+    base = ["refine", str(tmp_path / "img.tif"), str(tmp_path / "lab.tif"), *model_args]
+    assert main([*base, "--ids", "5", "--out", str(out)]) == 0
+    assert "label 1/1" in capsys.readouterr().err
+    expected = refine_labels(micro_predictor, image, labels, ids=[5])
+    np.testing.assert_array_equal(tifffile.imread(out), expected)
+    assert main([*base, "--out", str(out)]) == 1  # exists: not replaced without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "small.tif", labels[:20])
+    bad = ["refine", str(tmp_path / "img.tif"), str(tmp_path / "small.tif"), *model_args]
+    assert main([*bad, "--out", str(tmp_path / "x.tif")]) == 1
+    assert "image's size" in capsys.readouterr().err

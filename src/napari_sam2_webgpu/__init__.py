@@ -10,23 +10,29 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["AutomaticMaskGenerator", "Sam2Predictor", "Sam2Propagator", "__version__"]
+__all__ = [
+    "AutomaticMaskGenerator",
+    "Sam2Predictor",
+    "Sam2Propagator",
+    "TileSpec",
+    "__version__",
+    "refine_labels",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .image import AutomaticMaskGenerator, Sam2Predictor
+    from .image import AutomaticMaskGenerator, Sam2Predictor, TileSpec, refine_labels
     from .video import Sam2Propagator
+
+#: Names of the image package imported on first use.
+_IMAGE = ("Sam2Predictor", "AutomaticMaskGenerator", "TileSpec", "refine_labels")
 
 
 def __getattr__(name: str):
     # Lazy so that `import napari_sam2_webgpu` does not pull in onnxruntime.
-    if name == "Sam2Predictor":
-        from .image import Sam2Predictor
+    if name in _IMAGE:
+        from . import image
 
-        return Sam2Predictor
-    if name == "AutomaticMaskGenerator":
-        from .image import AutomaticMaskGenerator
-
-        return AutomaticMaskGenerator
+        return getattr(image, name)
     if name == "Sam2Propagator":
         from .video import Sam2Propagator
 

@@ -1,4 +1,4 @@
-"""The ``napari-sam2-webgpu`` command: models, download, doctor, segment, segment-all,
+"""The ``napari-sam2-webgpu`` command: models, download, doctor, segment, segment-all, refine,
 propagate, embed, export, bench, to-coco, from-coco."""
 
 from __future__ import annotations
@@ -658,6 +658,50 @@ def _same_path(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
+def _cmd_refine(args: argparse.Namespace) -> int:
+    from .image.refine import refine_labels
+    from .imagefiles import check_label_output, read_image, write_labels
+
+    _check_model_args(args)
+    if not args.encoder:
+        from .models import check_size
+
+        check_size(args.model)
+    out = check_label_output(
+        args.out,
+        max_label=2**32 - 1,
+        inputs=[args.image, args.labels],
+        overwrite=args.overwrite,
+    )
+    image, labels = read_image(args.image), read_image(args.labels)
+    if labels.shape != image.shape[:2]:
+        raise CommandError(
+            f"{args.labels} is {labels.shape}, {args.image} {image.shape[:2]}: a label image of "
+            "the image's size is needed (one 2D image; for stacks, one slice at a time)."
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise CommandError(f"{args.labels} holds {labels.dtype} values, not integer labels.")
+    ids = None if args.ids is None else [int(v) for v in args.ids.split(",") if v.strip()]
+    predictor = _load_predictor(args)
+    print(f"model {predictor.name} on {predictor.backend_info.describe()}", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rlabel {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
+    refined = refine_labels(
+        predictor, image, labels, ids=ids, contrast_limits=args.contrast, progress=progress
+    )
+    print(file=sys.stderr)
+    write_labels(out, refined)
+    changed = int(np.count_nonzero(refined != labels))
+    print(
+        f"wrote {out}: {changed} pixels changed; {time.perf_counter() - start:.1f} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _cmd_to_coco(args: argparse.Namespace) -> int:
     from .coco import CocoError, labels_to_coco, slice_file_names, write_coco
     from .imagefiles import STACK_FORMATS, read_image
@@ -760,6 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_doctor_command,
         _add_segment_command,
         _add_segment_all_command,
+        _add_refine_command,
         _add_propagate_command,
         _add_embed_command,
         _add_convert_command,
@@ -872,6 +917,26 @@ def _add_segment_command(subcommands: Any) -> None:
     _add_tile_options(p)
     _add_output_options(p, "output label image (.tif, .png, .npy)")
     p.set_defaults(func=_cmd_segment)
+
+
+def _add_refine_command(subcommands: Any) -> None:
+    p = subcommands.add_parser(
+        "refine",
+        help="refine the labels of a label image (Cellpose, StarDist, a threshold...) with SAM2: "
+        "each label's mask and box are its prompt",
+    )
+    p.add_argument("image", help="image file (.tif, .png, .npy)")
+    p.add_argument("labels", help="its label image (same height and width; 0 is background)")
+    _add_model_options(
+        p,
+        "model size (default tiny) or the name of an installed model",
+        "custom encoder ONNX (with --decoder)",
+    )
+    p.add_argument("--ids", metavar="ID,ID,...", help="only these labels (default: all)")
+    p.add_argument("--contrast", type=_contrast, metavar="LOW,HIGH", help="intensity window")
+    p.add_argument("--out", required=True, help="output label image (.tif, .png, .npy)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_refine)
 
 
 def _add_segment_all_command(subcommands: Any) -> None:

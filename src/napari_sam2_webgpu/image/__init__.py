@@ -12,12 +12,16 @@ The modules, each using only the public names of the ones above it in this list:
 :mod:`.embedding_cache`   :class:`EmbeddingCache`, a memory-bounded LRU of embeddings
 :mod:`.loading`           the steps of ``Sam2Predictor.from_files``: check files, sessions,
                           device memory, warm-up, where clicks decode
+:mod:`.tiling`            large images as overlapping tiles at full resolution:
+                          :class:`TileSpec`, :class:`TileLayout`, :class:`TiledEmbedding`
 :mod:`.masks`             decoder outputs -> masks, scores and logits; embedding checks
 :mod:`.predictor`         :class:`Sam2Predictor`, the ``SAM2ImagePredictor``-shaped facade
 :mod:`.mask_geometry`     point grids, crop boxes, box NMS, small-region filling (numpy)
 :mod:`.automatic`         segment everything: :class:`AutomaticMaskGenerator` (SAM2's
                           automatic mask generator), :func:`masks_to_labels`,
                           :func:`segment_all`
+:mod:`.refine`            refining existing masks: :func:`mask_prompt`, :func:`refine_mask`,
+                          :func:`refine_labels`
 ========================  ==================================================================
 
 Nothing here imports napari, Qt or ``onnxruntime`` at import time; sessions come from
@@ -38,6 +42,8 @@ from .encoder import ENCODER_INPUT, ENCODER_OUTPUTS, ImageEmbedding, ImageEncode
 from .predictor import Sam2Predictor
 from .preprocess import MODEL_SIZE, ImageError, check_image, prepare_image
 from .prompts import LOW_RES, PromptError, check_prompts
+from .refine import mask_prompt, refine_labels, refine_mask
+from .tiling import TiledEmbedding, TileLayout, TileSpec
 
 __all__ = [
     "DECODER_INPUTS",
@@ -55,10 +61,16 @@ __all__ = [
     "PromptError",
     "Sam2Predictor",
     "SegmentationCancelled",
+    "TileLayout",
+    "TileSpec",
+    "TiledEmbedding",
     "TrackedMask",
     "check_image",
     "check_prompts",
+    "mask_prompt",
     "masks_to_labels",
     "prepare_image",
+    "refine_labels",
+    "refine_mask",
     "segment_all",
 ]
