@@ -47,6 +47,7 @@ class _Annotator:
         self.preview = Preview(viewer)
         self.predictor = _Predictor()
         self.is_ready, self.auto_encode, self.multimask = True, None, True
+        self.refinement = None
         self.prompts = (np.array([[5.0, 4.0]]), np.array([1]), None)
         self.problems, self.emitted = [], []
         self.events = SimpleNamespace(

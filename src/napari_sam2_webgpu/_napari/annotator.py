@@ -35,9 +35,11 @@ from napari.utils.notifications import show_warning
 from ..image import EmbeddingCache
 from .decoding import DecodeScheduler, PreviewDecoder
 from .embeddings import EmbeddingTracker, EncodeRequest
+from .errors import AnnotatorError
 from .large_images import LargeImages
 from .preview import Preview
 from .prompt_layers import PromptLayers
+from .refining import Refinement, start_refinement
 from .segmented_image import SegmentedImage
 from .slices import SliceInfo, same_geometry
 from .target import LabelsTarget
@@ -131,6 +133,7 @@ class Annotator:
             self, defer=defer, clear_preview=self._preview_decoder.clear_preview
         )
         self.large = LargeImages(self)
+        self.refinement: Refinement | None = None  # a label being refined (see refine())
 
     def close(self) -> None:
         """Disconnect from the viewer and its layers (the layers stay)."""
@@ -442,12 +445,49 @@ class Annotator:
         """Move the object id to the next free id; returns it."""
         return self.target.next_object()
 
+    def refine(self, label: int, layer: Labels | None = None) -> Refinement:
+        """Refine an existing label on the displayed slice with SAM2.
+
+        The label's pixels (e.g. from Cellpose, StarDist or an earlier commit) become the mask
+        prompt, with their box: the preview shows SAM2's refinement, clicks on the slice
+        correct it, and :meth:`commit` replaces exactly that label's pixels there (other labels
+        untouched, one undo step). :meth:`clear` stops refining.
+
+        Parameters
+        ----------
+        label : int
+            The label id.
+        layer : napari.layers.Labels, optional
+            Where the label is (default: the target Labels layer); it becomes the target.
+
+        Raises
+        ------
+        AnnotatorError
+            No image, no Labels layer, one of another shape, or a label without pixels on the
+            displayed slice.
+        """
+        layer = layer if layer is not None else self.labels_layer
+        if layer is None:
+            raise AnnotatorError("Choose the Labels layer that holds the label to refine.")
+        sl = self.current_slice()
+        if layer is not self.labels_layer:
+            self.set_labels_layer(layer)
+        refinement = start_refinement(layer, sl, label)
+        self.clear()
+        self.refinement = refinement
+        self.object_id = refinement.label
+        self.ensure_prompt_layers()
+        self.events.status()
+        self.request_decode()
+        return refinement
+
     def commit(self) -> int:
         """Write the preview mask into the target Labels layer under :attr:`object_id`.
 
         Only background pixels are painted unless :attr:`overwrite` is set. The write is one
         step of the Labels layer's undo history. Afterwards the prompts are cleared and the
-        object id moves to the next free id.
+        object id moves to the next free id. While a label is refined (:meth:`refine`), the
+        refined mask replaces that label's pixels on its slice instead.
 
         Returns
         -------
@@ -460,14 +500,19 @@ class Annotator:
             No mask, no image, or a Labels layer of another shape (nothing is written).
         """
         sl, mask = self.preview.slice, self.preview_mask
-        painted = self.target.commit(mask, sl, self.image.layer, self.overwrite)
+        refinement = self.refinement
+        if refinement is not None and refinement.applies_to(sl):
+            painted = refinement.commit(mask)
+        else:
+            painted = self.target.commit(mask, sl, self.image.layer, self.overwrite)
         self.clear()
         self.next_object()
         self.events.status()
         return painted
 
     def clear(self) -> None:
-        """Remove all point and box prompts and the preview."""
+        """Remove all point and box prompts and the preview (and stop refining a label)."""
+        self.refinement = None
         self.prompts.clear()
         self._decoder.invalidate()  # any decode in flight is now stale
         self._preview_decoder.clear_preview()

@@ -82,6 +82,8 @@ class DecodeRequest:
         The slice's embedding, taken when the request is made: the worker decodes against it.
     predictor : Sam2Predictor or None
         The model that decodes it.
+    mask_input : numpy.ndarray or None
+        ``(1, 256, 256)`` logits of a mask prompt (a label being refined).
     """
 
     generation: int
@@ -94,6 +96,7 @@ class DecodeRequest:
     inline: bool = False
     embedding: ImageEmbedding | None = None
     predictor: Sam2Predictor | None = None
+    mask_input: np.ndarray | None = None  # a mask prompt (refining a label), else None
 
 
 @dataclass
@@ -131,6 +134,7 @@ def decode(request: DecodeRequest, clock: Callable[[], float]) -> DecodeResult:
             point_coords=request.points,
             point_labels=request.labels,
             box=request.box,
+            mask_input=request.mask_input,
             multimask_output=request.multimask,
             embedding=request.embedding,
         )
@@ -294,7 +298,10 @@ class PreviewDecoder:
         except AnnotatorError:
             sl = None
         points, labels, box = a.slice_prompts(sl) if sl is not None else (None, None, None)
-        if points is None and box is None:
+        refinement = a.refinement
+        if refinement is not None and not refinement.applies_to(sl):
+            refinement = None
+        if points is None and box is None and refinement is None:
             self.clear_preview()
             return None
         if not a.is_ready:
@@ -302,16 +309,21 @@ class PreviewDecoder:
             self._ask_for_encode()
             return None
         height, width = sl.shape
+        embedding, mask_input = a.predictor.embedding, None
+        if refinement is not None:  # the label's mask and box, and the clicks that correct it
+            points, labels, box, mask_input = refinement.prompts(points, labels, embedding)
         return DecodeRequest(
             generation,
             sl,
             points,
             labels,
             box,
-            multimask=a.multimask and height * width <= LARGE_IMAGE_PIXELS,
+            # SAM2 answers a mask prompt with one mask.
+            multimask=a.multimask and refinement is None and height * width <= LARGE_IMAGE_PIXELS,
             started=self.scheduler.clock(),
-            embedding=a.predictor.embedding,
+            embedding=embedding,
             predictor=a.predictor,
+            mask_input=mask_input,
         )
 
     def _ask_for_encode(self) -> None:

@@ -377,6 +377,18 @@ class Sam2Widget(QWidget):
         """
         return self._commits.commit()
 
+    def refine(self, label: int, layer: Labels | None = None) -> bool:
+        """Refine an existing label on the displayed slice (e.g. Cellpose output): its pixels
+        and box are SAM2's mask prompt, the preview shows the refinement, clicks correct it,
+        and :meth:`commit` replaces exactly that label's pixels (others untouched, one undo
+        step). ``layer``: the Labels layer holding it (default :attr:`labels_layer`). Decoded
+        once the slice is encoded, as prompts are. Returns whether refining started (else the
+        reason is in :attr:`last_error`)."""
+        self.wait()
+        started = self.errors.guard(self.annotator.refine, int(label), layer) is not None
+        self._refresh_status()
+        return started
+
     def clear(self) -> None:
         """Remove the prompts and the preview (committed labels are untouched)."""
         self.annotator.clear()
