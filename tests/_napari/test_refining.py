@@ -56,8 +56,11 @@ def test_refine_a_label_then_correct_and_commit(micro_predictor):
     assert annotator.refinement is None
     annotator.undo()  # one step takes the whole refinement back
     np.testing.assert_array_equal(np.asarray(layer.data), before)
-    # Clear stops refining: no prompt, no preview.
+    # Clear stops refining: no prompt, no preview; so does choosing another image.
     annotator.refine(3)
     annotator.clear()
     assert annotator.refinement is None and annotator.preview_mask is None
+    annotator.refine(3)
+    annotator.set_image_layer(viewer.add_image(data.copy(), name="other"))
+    assert annotator.refinement is None
     annotator.close()

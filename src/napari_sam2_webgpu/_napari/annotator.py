@@ -183,6 +183,7 @@ class Annotator:
         if layer is self.image.layer:
             return
         old = self.image.set_layer(layer)
+        self.refinement = None  # a label's mask prompt belongs to the image it was started on
         if not same_geometry(old, layer):
             self._reactions.reset_helpers(layer)
             self.target.release_if_unfit(layer)
