@@ -515,7 +515,7 @@ class _WindowFrames:
 
 
 def _cmd_propagate(args: argparse.Namespace) -> int:
-    from .image.tiling import prompt_extent
+    from .image.tiling import prompt_extent, to_window
     from .imagefiles import check_label_output, label_dtype, open_image, write_labels
 
     _check_model_args(args)
@@ -534,10 +534,7 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
     if spec is not None:
         # Tracked in the tile that holds the prompts best (the whole frames, at the overview's
         # resolution, when they fit in no tile): the rule of the napari widget.
-        corners = [
-            np.asarray(c, dtype=float).reshape(-1, 2) for c in (coords, box) if c is not None
-        ]
-        window = spec.layout(hw).choose(prompt_extent(np.concatenate(corners)))
+        window = spec.layout(hw).choose(prompt_extent(coords, box))
     video = _load_propagator(args)
     print(
         f"model {video.predictor.name} on {video.predictor.backend_info.describe()}",
@@ -570,9 +567,7 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
     provider = encode if spec is not None else None if store is None else store.provider(encode)
     frames = stack if window is None else _WindowFrames(stack, window)
     if window is not None:
-        x0, y0 = window.box[:2]
-        coords = None if coords is None else coords - np.array([x0, y0])
-        box = None if box is None else list(np.asarray(box) - np.array([x0, y0, x0, y0]))
+        coords, box = to_window(coords, box, window)
         print(
             f"tiled: tracked in tile {window.index} {window.box} (x0, y0, x1, y1)", file=sys.stderr
         )

@@ -17,6 +17,7 @@ from napari_sam2_webgpu.image.preprocess import intensity_range
 from napari_sam2_webgpu.image.tiling import TiledEmbedding, TileSpec
 
 from ..conftest import blob_image
+from .test_stores import encode
 
 pytest.importorskip("zarr")
 
@@ -45,13 +46,6 @@ def tiled_annotator(viewer, image, predictor, **kwargs):
     annotator.set_predictor(predictor)
     annotator.large.set_tiling("on", tile_size=SPEC.tile_size, halo=SPEC.halo)
     return annotator
-
-
-def encode(annotator):
-    request = annotator.encode_request()
-    embedding = request.compute(annotator.predictor)
-    annotator.finish_encode(request, embedding, annotator.predictor)
-    return request, embedding
 
 
 def test_settings():

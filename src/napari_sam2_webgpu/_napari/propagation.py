@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..image.tiling import Tile, TiledEmbedding, TileSpec, prompt_extent
+from ..image.tiling import Tile, TiledEmbedding, TileSpec, paste, prompt_extent, to_window
 from ..video import DIRECTIONS
 from .embeddings import EncodeRequest, model_key
 from .errors import NO_IMAGE, AnnotatorError
@@ -199,24 +199,12 @@ class StackSpec:
     def to_window(self, prompts: Prompts) -> Prompts:
         """Prompts in slice pixels -> in the tracked window's pixels."""
         points, labels, box = prompts
-        if self.window is None:
-            return prompts
-        x0, y0 = self.window.box[:2]
-        shift = np.array([x0, y0], dtype=float)
-        return (
-            None if points is None else np.asarray(points, dtype=float) - shift,
-            labels,
-            None if box is None else np.asarray(box, dtype=float) - np.tile(shift, 2),
-        )
+        points, box = to_window(points, box, self.window)
+        return points, labels, box
 
     def to_frame(self, mask: np.ndarray) -> np.ndarray:
         """A tracked (window-sized) mask -> a mask of the whole slice."""
-        if self.window is None:
-            return mask
-        out = np.zeros(self.template.shape, dtype=bool)
-        rows, cols = self.window.slices
-        out[rows, cols] = mask
-        return out
+        return paste(mask[None], self.window, self.template.shape)[0]
 
     def frame_slice(self, index: int) -> SliceInfo:
         """The 2D slice of frame ``index``."""
@@ -302,13 +290,7 @@ def tracking_window(spec: StackSpec, prompts: dict[int, Prompts]) -> Tile | None
     overview's resolution) when they fit in no tile, or the stack is not tiled."""
     if spec.tiles is None or not prompts:
         return None
-    corners = []
-    for points, _, box in prompts.values():
-        if points is not None:
-            corners.append(np.asarray(points, dtype=float).reshape(-1, 2))
-        if box is not None:
-            corners.append(np.asarray(box, dtype=float).reshape(-1, 2))
-    extent = prompt_extent(np.concatenate(corners))
+    extent = prompt_extent(*(c for points, _, box in prompts.values() for c in (points, box)))
     return spec.tiles.layout(spec.template.shape).choose(extent)
 
 

@@ -58,8 +58,10 @@ __all__ = [
     "TileStore",
     "TiledEmbedding",
     "needs_tiling",
+    "paste",
     "prompt_extent",
     "tiled_embedding",
+    "to_window",
     "whole_image_window",
 ]
 
@@ -288,9 +290,12 @@ class TileLayout:
         raise AssertionError("inner parts partition the image")  # pragma: no cover
 
 
-def prompt_extent(coords: np.ndarray) -> tuple[float, float, float, float]:
-    """``x0, y0, x1, y1`` of prompt coordinates ``(N, 2)`` (points and box corners)."""
-    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+def prompt_extent(*coords: Any) -> tuple[float, float, float, float]:
+    """``x0, y0, x1, y1`` of prompt coordinates: arrays of ``(x, y)`` pairs (points ``(N, 2)``,
+    boxes ``(4,)``), any number of them; None entries are skipped."""
+    coords = np.concatenate(
+        [np.asarray(c, dtype=np.float64).reshape(-1, 2) for c in coords if c is not None]
+    )
     return (
         float(coords[:, 0].min()),
         float(coords[:, 1].min()),
@@ -514,8 +519,9 @@ def _sets(
     ], True
 
 
-def _shifted(points: Any, box: Any, tile: Tile | None) -> tuple[Any, Any]:
-    """Prompts in the window's pixels."""
+def to_window(points: Any, box: Any, tile: Tile | None) -> tuple[Any, Any]:
+    """Points ``(N, 2)`` and a box ``(4,)`` in image pixels -> in ``tile``'s window's pixels
+    (``tile`` None: unchanged)."""
     if tile is None:
         return points, box
     x0, y0 = tile.box[:2]
@@ -559,7 +565,7 @@ def decode_tiled(
         coords, _, _ = check_prompts(points, labels, set_box, tiled.image_hw)
         tile = tiled.layout.choose(prompt_extent(coords[0]))
         embedding = tiled.overview() if tile is None else tiled.tile(tile.index)
-        moved_points, moved_box = _shifted(points, set_box, tile)
+        moved_points, moved_box = to_window(points, set_box, tile)
         one_mask = None
         if masks_in is not None:
             one_mask = masks_in[i] if batched and masks_in.ndim == 4 else masks_in
