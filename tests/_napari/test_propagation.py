@@ -369,3 +369,156 @@ def test_a_commit_or_an_undo_during_a_run_keeps_the_steps_apart(stack_setup):
     drive(controller, run, stop_after=3, between=lambda r: undone.append(annotator.undo()))
     assert undone == [True, True, True]
     np.testing.assert_array_equal(labels.data, before)
+
+
+# -- several objects ------------------------------------------------------------------------------
+
+
+def test_several_objects_propagate_together(stack_setup):
+    """Objects prompted one after another (N between them) are tracked by one Propagate, each
+    under its own id, exactly as each tracked alone; objects of a run never paint over each
+    other, and finishing one leaves the others' prompts and tracking."""
+    viewer, image, labels, before, annotator, controller = stack_setup
+    point_on(viewer, image, annotator, 1)  # object 3 on its blob
+    second = annotator.next_object()  # the labels hold 7: the next free id is 8
+    assert second == OTHER + 1 and annotator.prompted_objects == [OBJECT]
+    assert annotator.preview_mask is None  # the new object has no prompts yet
+    point_on(viewer, image, annotator, 3, row=50, col=12)
+    third = annotator.next_object()
+    point_on(viewer, image, annotator, 1, row=40, col=30)
+    assert annotator.prompted_objects == [OBJECT, second, third]
+    sl = annotator.current_slice()
+    assert len(annotator.slice_prompts(sl)[0]) == 1  # the current object's prompts only
+    assert annotator.prompts_layer.text.visible  # ids drawn beside the prompts
+
+    run = controller.propagate("both")
+    assert run.object_ids == (OBJECT, second, third)
+    assert run.frames_written == [1, 2, 3, 4, 1, 0]
+    assert "objects 3, 8, 9 (both)" in run.describe()
+    masks = {f: controller._state.masks(f) for f in range(5)}
+    expected = before.copy()
+    for f, by_object in masks.items():
+        for obj_id in sorted(by_object):  # smaller ids first, background only
+            plane = expected[f]
+            plane[by_object[obj_id] & (plane == 0)] = obj_id
+    np.testing.assert_array_equal(labels.data, expected)
+    assert all(masks[f][o].any() for f in masks for o in run.object_ids)  # checks say something
+    # Every object's scores on every slice, for the review.
+    assert set(controller.scores) == set(run.object_ids)
+    assert all(sorted(controller.scores[o]) == list(range(5)) for o in run.object_ids)
+    assert isinstance(controller.review(), list)
+
+    # One by one gives the same masks (objects are tracked independently).
+    propagator = controller._propagator
+    frames = _LayerFrames(run.spec)
+    for obj_id in run.object_ids:
+        alone = propagator.init_state(frames, contrast_limits=run.spec.contrast_limits)
+        for frame, prompts in stack_prompts(annotator, run.spec, obj_id).items():
+            points, point_labels, box = prompts
+            propagator.add_prompts(alone, frame, obj_id, points=points, labels=point_labels)
+        last = {
+            frame: got[obj_id] for frame, got in propagator.propagate(alone, "both", start_frame=1)
+        }
+        for frame, mask in last.items():  # a slice's last visit is what the labels show
+            np.testing.assert_array_equal(mask, controller._state.masks(frame)[obj_id])
+
+    # Done with the current object (9): the others keep their prompts and tracking.
+    assert controller.is_propagated()
+    assert controller.finish_object() >= third  # 9 again if none of its pixels was free
+    assert annotator.prompted_objects == [OBJECT, second]
+    again = controller.propagate("forward")
+    assert again.object_ids == (OBJECT, second) and again.updates == {}
+    assert again.prompt_updates == {} and again.frames_encoded == 0
+    assert controller._state.obj_ids == [OBJECT, second]
+
+
+def test_switching_objects_and_renaming(stack_setup):
+    """Typing an id with prompts edits that object; typing a free id renames the current one;
+    Clear removes the current object's prompts only (or all of them)."""
+    viewer, image, labels, before, annotator, controller = stack_setup
+    point_on(viewer, image, annotator, 2)
+    first = annotator.preview_mask.copy()
+    other = annotator.next_object()
+    point_on(viewer, image, annotator, 2, row=50, col=12)
+    assert not np.array_equal(annotator.preview_mask, first)
+    annotator.object_id = OBJECT  # back to the first object: its mask is decoded again
+    np.testing.assert_array_equal(annotator.preview_mask, first)
+    annotator.object_id = 20  # a free id: the first object is renamed
+    assert annotator.prompted_objects == [other, 20]
+    np.testing.assert_array_equal(annotator.preview_mask, first)
+    assert annotator.next_free_id() == 21  # past the prompted ids
+    annotator.clear()
+    assert annotator.prompted_objects == [other] and annotator.preview_mask is None
+    annotator.object_id = other
+    annotator.clear(all_objects=True)
+    assert annotator.prompted_objects == [] and len(annotator.prompts_layer.data) == 0
+
+    # One box per slice and object: another object's box on the slice stays.
+    annotator.add_box(image.data_to_world([2, 5, 5]), image.data_to_world([2, 30, 40]))
+    annotator.next_object()
+    annotator.add_box(image.data_to_world([2, 35, 5]), image.data_to_world([2, 60, 40]))
+    annotator.add_box(image.data_to_world([2, 36, 6]), image.data_to_world([2, 61, 41]))
+    boxes = annotator.box_layer
+    assert len(boxes.data) == 2 and sorted(boxes.features["object"]) == [other, other + 1]
+
+
+def test_objects_of_one_run_do_not_paint_over_each_other(stack_setup):
+    """The write rule of several objects on one slice, with and without overwrite."""
+    from napari_sam2_webgpu._napari.labels import UndoGroup, write_objects
+
+    viewer, image, labels, before, annotator, controller = stack_setup
+    sl = stack_spec(annotator).frame_slice(0)
+    a = np.zeros(before.shape[1:], bool)
+    a[10:30, 30:60] = True  # crosses the 7s from column 45
+    b = np.zeros_like(a)
+    b[20:40, 20:50] = True  # overlaps a
+    labels.data[0, 0, :5] = 9  # object 9's pixels of an earlier run, outside its mask now
+    for overwrite in (False, True):
+        group = UndoGroup(labels)
+        write_objects(group, sl, {9: b, 4: a}, overwrite)
+        group.close()
+        plane = labels.data[0]
+        assert (plane[a] == 4)[~(before[0][a] == OTHER)].all() if not overwrite else True
+        assert ((plane == 4) == (a & ((before[0] == 0) | overwrite))).all()
+        assert ((plane == 9) == (b & ~a & ((before[0] == 0) | overwrite))).all()
+        assert not (plane[0, :5] == 9).any()
+        labels.undo()
+        np.testing.assert_array_equal(labels.data[0, 1:], before[0, 1:])
+        labels.data[0, 0, :5] = 9
+
+
+def test_a_correction_on_a_flagged_slice_propagates_both_ways_from_it(stack_setup):
+    from napari_sam2_webgpu.video import FrameScore
+
+    viewer, image, labels, before, annotator, controller = stack_setup
+    point_on(viewer, image, annotator, 0)
+    controller.propagate("forward")
+    scores = controller.scores[OBJECT]
+    assert sorted(scores) == [0, 1, 2, 3, 4]
+    # As if the model had lost the object on slices 2 and 3.
+    for frame in (2, 3):
+        scores[frame] = FrameScore(-2.0, 0.1, 0)
+    flags = controller.review()
+    assert [(f.frame, f.kind, f.last_frame) for f in flags] == [(2, "lost", 3), (4, "reappears", 4)]
+    point_on(viewer, image, annotator, 3)  # the correction, on a flagged slice
+    run = controller.start("forward")
+    assert run.start_frame == 3 and run.direction == "both"
+    steps = drive(controller, run)
+    assert steps.frames_written == [3, 4, 3, 2, 1, 0]
+    # A correction on a slice not flagged keeps the chosen direction and the first prompted
+    # slice (the random model's own scores may flag any slice: none are kept here).
+    controller.scores.clear()
+    point_on(viewer, image, annotator, 4, row=5, col=5, positive=False)
+    run = controller.start("forward")
+    assert run.start_frame is None and run.direction == "forward"
+    controller.finish(run)
+
+
+def test_stop_after_lost_is_passed_to_the_run(stack_setup):
+    viewer, image, labels, before, annotator, controller = stack_setup
+    controller.stop_after_lost = 2
+    point_on(viewer, image, annotator, 0)
+    run = controller.start("forward")
+    assert run.stop_after_lost == 2
+    drive(controller, run)
+    assert run.frames_written == [0, 1, 2, 3, 4]  # never lost on this stack

@@ -378,3 +378,72 @@ def test_device_resident_embeddings_give_the_same_tracks(micro_model_files, stac
     results = [track(False), track(True)]
     for frame, masks in results[0].items():
         assert mask_iou(masks[1], results[1][frame][1]) >= 0.999
+
+
+def test_several_objects_together_equal_each_alone(propagator, stack):
+    """Objects are tracked independently: propagating three together gives, frame by frame,
+    exactly the masks (and scores) of propagating each one alone from the same first slice
+    (the first prompted slice of any object, as in the official predictor; the embeddings are
+    shared)."""
+    h, w = HW
+    prompts = {
+        1: (1, dict(points=[[0.25 * w + 3, 0.34 * h]], labels=[1])),
+        4: (3, dict(box=[0.5 * w, 0.55 * h, 0.8 * w, 0.85 * h])),
+        9: (2, dict(points=[[0.1 * w, 0.9 * h], [0.3 * w, 0.4 * h]], labels=[1, 0])),
+    }
+    together = propagator.init_state(stack)
+    for obj_id, (frame, kwargs) in prompts.items():
+        propagator.add_prompts(together, frame, obj_id, **kwargs)
+    got = []  # per step of the run (a frame is visited by both passes): masks, scores
+    for frame, masks in propagator.propagate(together, "both"):
+        got.append((frame, masks, propagator.frame_scores(together, frame, masks)))
+    assert [f for f, _, _ in got] == [1, 2, 3, 4, 5, 1, 0]
+    assert all(set(masks) == set(prompts) for _, masks, _ in got)
+    for obj_id, (frame, kwargs) in prompts.items():
+        alone = propagator.init_state(stack, embedding_provider=together.embedding)
+        propagator.add_prompts(alone, frame, obj_id, **kwargs)
+        steps = [
+            (index, masks, propagator.frame_scores(alone, index, masks))
+            for index, masks in propagator.propagate(alone, "both", start_frame=1)
+        ]
+        assert [f for f, _, _ in steps] == [f for f, _, _ in got]
+        for (_, masks, scores), (_, expected, expected_scores) in zip(steps, got, strict=True):
+            assert set(masks) == {obj_id}
+            np.testing.assert_array_equal(masks[obj_id], expected[obj_id])
+            assert scores[obj_id] == expected_scores[obj_id]
+    frame, masks, scores = got[0]
+    assert np.isfinite(scores[1].object_score) and 0 <= scores[1].iou <= 1.5
+    assert scores[1].area == int(masks[1].sum())
+    assert sum(m.any() for _, masks, _ in got for m in masks.values()) >= len(got)
+
+
+def test_stop_after_lost_ends_an_object_pass(propagator, stack, monkeypatch):
+    """An object absent on ``stop_after_lost`` frames in a row (after being seen) is not
+    tracked further in that pass; the pass ends when no object is left; the other pass
+    starts afresh."""
+    from napari_sam2_webgpu.video.review import FrameScore
+
+    state = propagator.init_state(stack)
+    propagator.add_prompts(state, 0, 1, points=[[50, 50]], labels=[1])
+    propagator.add_prompts(state, 0, 2, points=[[100, 100]], labels=[1])
+    absent = {(1, 2), (2, 2), (3, 1), (4, 1)}  # (frame, object) the model "loses"
+    real = propagator.frame_scores
+
+    def scores(state, frame, masks=None):
+        out = real(state, frame, masks)
+        return {
+            o: FrameScore(-1.0, s.iou, 0) if (frame, o) in absent else FrameScore(1.0, s.iou, 9)
+            for o, s in out.items()
+        }
+
+    monkeypatch.setattr(propagator, "frame_scores", scores)
+    seen = [(frame, sorted(masks)) for frame, masks in propagator.propagate(state, "forward")]
+    assert len(seen) == NUM_FRAMES  # no limit: every frame, both objects
+    seen = [
+        (frame, sorted(masks))
+        for frame, masks in propagator.propagate(state, "forward", stop_after_lost=2)
+    ]
+    # Object 2 is lost on frames 1 and 2 (stops after 2), object 1 on 3 and 4: the pass ends.
+    assert seen == [(0, [1, 2]), (1, [1, 2]), (2, [1, 2]), (3, [1]), (4, [1])]
+    with pytest.raises(ValueError, match="at least 1"):
+        next(propagator.propagate(state, stop_after_lost=0))

@@ -125,8 +125,13 @@ class Annotator:
         )
         self.preview = Preview(viewer)
         self.target = LabelsTarget(
-            viewer, on_object_id=self.events.object_id, on_created=self.events.layers
+            viewer,
+            on_object_id=self.events.object_id,
+            on_created=self.events.layers,
+            reserved=self.prompts.objects,
         )
+        self._new_object = False  # next_object() is moving on: the prompts stay with theirs
+        self.events.object_id.connect(self._on_object_id)
         self._preview_decoder = PreviewDecoder(self, run_async, clock or time.perf_counter)
         self._decoder = self._preview_decoder.scheduler
         self._reactions = ViewerReactions(
@@ -355,13 +360,39 @@ class Annotator:
         self.ensure_prompt_layers()
         self.prompts.add_box(self.image.layer, sl, a, b)
 
+    @property
+    def prompted_objects(self) -> list[int]:
+        """The object ids that have prompts (points or boxes, on any slice), sorted."""
+        return sorted(self.prompts.objects())
+
+    def _on_object_id(self, event: Any) -> None:
+        """Another object id: its prompts are the ones edited and decoded now.
+
+        Typing a new id renames the object being prompted (its prompts follow) unless that id
+        has prompts of its own; :meth:`next_object` leaves the prompts with their object.
+        """
+        previous = self.prompts.object_id
+        self.prompts.set_object(event.value, rename=not self._new_object)
+        if self.prompts.object_id != previous:
+            self._decoder.invalidate()
+            self._preview_decoder.clear_preview()
+            self.request_decode()
+
     def _on_prompts_changed(self) -> None:
         """The user added, moved or removed prompts."""
         self.request_decode()
         self.events.prompts()
 
-    def slice_prompts(self, sl: SliceInfo) -> tuple[np.ndarray | None, np.ndarray | None, Any]:
-        """The prompts on a slice as the predictor takes them.
+    def slice_prompts(
+        self, sl: SliceInfo, obj_id: int | None = None
+    ) -> tuple[np.ndarray | None, np.ndarray | None, Any]:
+        """An object's prompts on a slice as the predictor takes them.
+
+        Parameters
+        ----------
+        sl : SliceInfo
+        obj_id : int, optional
+            Default: the current object (:attr:`object_id`).
 
         Returns
         -------
@@ -369,7 +400,7 @@ class Annotator:
             ``(N, 2)`` SAM ``(x, y)`` pixels and ``(N,)`` 1/0 labels (None without points), and
             the newest box on the slice as ``(4,)`` x0, y0, x1, y1 (None without one).
         """
-        return self.prompts.slice_prompts(sl)
+        return self.prompts.slice_prompts(sl, obj_id)
 
     # -- decoding ---------------------------------------------------------------------------------
     @property
@@ -432,7 +463,8 @@ class Annotator:
         self.target.object_id = value
 
     def next_free_id(self, scan: bool = False) -> int:
-        """One more than the largest label in the target layer (1 when there is none).
+        """One more than the largest label in the target layer (1 when there is none), and
+        than any object with prompts.
 
         Parameters
         ----------
@@ -443,8 +475,16 @@ class Annotator:
         return self.target.next_free_id(scan)
 
     def next_object(self) -> int:
-        """Move the object id to the next free id; returns it."""
-        return self.target.next_object()
+        """Start another object: the id moves to the next free id; returns it.
+
+        The prompts of the object before stay with it (shown, and propagated with the others);
+        set :attr:`object_id` back to it to edit them.
+        """
+        self._new_object = True
+        try:
+            return self.target.next_object()
+        finally:
+            self._new_object = False
 
     def refine(self, label: int, layer: Labels | None = None) -> Refinement:
         """Refine an existing label on the displayed slice with SAM2.
@@ -511,10 +551,11 @@ class Annotator:
         self.events.status()
         return painted
 
-    def clear(self) -> None:
-        """Remove all point and box prompts and the preview (and stop refining a label)."""
+    def clear(self, all_objects: bool = False) -> None:
+        """Remove the current object's point and box prompts (``all_objects``: every object's)
+        and the preview, and stop refining a label."""
         self.refinement = None
-        self.prompts.clear()
+        self.prompts.clear(None if all_objects else self.object_id)
         self._decoder.invalidate()  # any decode in flight is now stale
         self._preview_decoder.clear_preview()
         self.events.prompts()

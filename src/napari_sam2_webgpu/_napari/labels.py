@@ -38,6 +38,7 @@ __all__ = [
     "separate_undo_step",
     "undo_history",
     "write_frame",
+    "write_objects",
 ]
 
 #: Non-numpy Labels data (dask, zarr) up to this many pixels is scanned for its largest label.
@@ -243,12 +244,32 @@ def write_frame(
     the mask no longer covers (those of an earlier run). The changes join the group's undo step
     (a propagation run's frames are one step).
     """
+    write_objects(group, sl, {value: mask}, overwrite)
+
+
+def write_objects(
+    group: UndoGroup, sl: SliceInfo, masks: dict[int, np.ndarray], overwrite: bool
+) -> None:
+    """Make each mask its object's pixels on slice ``sl`` (several objects of one frame).
+
+    First every object's pixels that its mask no longer covers are erased (those of an earlier
+    run), then the objects are painted in increasing id: on background only unless
+    ``overwrite``, and never over a pixel an object before them took in this call (a pixel
+    two masks claim goes to the smaller id). The changes join the group's undo step.
+    """
     labels = group.labels
     region = np.asarray(labels.data[sl.indexer()])
-    own = region == value
-    paint = mask & ~own if overwrite else mask & (region == 0)
-    erase = own & ~mask  # the object's pixels of an earlier run that it no longer covers
+    new = region.copy()
+    for value, mask in masks.items():
+        new[(region == value) & ~mask] = 0
+    taken = np.zeros(region.shape, dtype=bool)
+    for value in sorted(masks):
+        mask = masks[value] & ~taken
+        allowed = mask if overwrite else mask & ((new == 0) | (new == value))
+        new[allowed] = value
+        taken |= allowed
+    changed = new != region
     group.open()
-    for where, new in ((erase, 0), (paint, value)):
-        if where.any():
-            labels.data_setitem(sl.fancy_index(*np.nonzero(where)), new)
+    for value in np.unique(new[changed]):
+        where = changed & (new == value)
+        labels.data_setitem(sl.fancy_index(*np.nonzero(where)), value)

@@ -1,7 +1,9 @@
 """The helper layers of interactive segmentation, and the prompts read from them.
 
-- the *prompts* Points layer (the feature ``positive`` of each point is its polarity),
-- the *box* Shapes layer (the newest rectangle on a slice is its box prompt),
+- the *prompts* Points layer (the feature ``positive`` of each point is its polarity, the
+  feature ``object`` the object it prompts),
+- the *box* Shapes layer (an object's newest rectangle on a slice is its box prompt; the
+  feature ``object`` says whose),
 - the *preview* Labels layer (the current mask, one colour, one slice deep), and
 - a new target Labels layer (the image's shape and transform).
 
@@ -9,6 +11,10 @@ Every helper layer shares the image layer's transform, so its data coordinates a
 pixel coordinates, whatever the world coordinates are. The functions here build and read layers;
 :class:`PromptLayers` keeps the prompts and box layers in use (creation, muting, polarity, the
 layers' data events).
+
+Several objects can have prompts at once (to propagate them together): each prompt carries its
+object's id, new prompts get the current object's, and :func:`slice_prompts` reads one
+object's. The ids are drawn next to the prompts while more than one object has some.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ __all__ = [
     "misplaced_points",
     "older_boxes",
     "preview_shape",
+    "prompt_objects",
     "slice_prompts",
 ]
 
@@ -62,6 +69,17 @@ def describe(obj: Any) -> str:
     return f"'{name}'" if isinstance(name, str) else repr(obj)
 
 
+def _id_text(size: float) -> dict[str, Any]:
+    """Each prompt's object id, drawn beside it (shown while several objects have prompts)."""
+    return {
+        "string": "{object}",
+        "color": "white",
+        "anchor": "upper_left",
+        "size": float(np.clip(size, 8, 14)),
+        "visible": False,
+    }
+
+
 def make_box_layer(image: Image) -> Shapes:
     """An empty Shapes layer for box prompts on ``image`` (edge width scaled to its size)."""
     shape = layer_shape(image)
@@ -71,6 +89,9 @@ def make_box_layer(image: Image) -> Shapes:
         edge_color=BOX_COLOR,
         face_color="transparent",
         edge_width=max(1.0, min(shape[-2:]) / 400),
+        features={"object": np.zeros(0, dtype=np.int64)},
+        feature_defaults={"object": 1},
+        text=_id_text(min(shape[-2:]) / 40),
         **transform_kwargs(image),
     )
 
@@ -78,17 +99,52 @@ def make_box_layer(image: Image) -> Shapes:
 def make_prompts_layer(image: Image) -> Points:
     """An empty Points layer for point prompts on ``image``, coloured by polarity."""
     shape = layer_shape(image)
+    size = max(3.0, min(shape[-2:]) / 60)
     return Points(
         ndim=len(shape),
         name=PROMPTS_NAME,
-        features={"positive": np.zeros(0, dtype=bool)},
-        feature_defaults={"positive": True},
+        features={"positive": np.zeros(0, dtype=bool), "object": np.zeros(0, dtype=np.int64)},
+        feature_defaults={"positive": True, "object": 1},
         face_color="positive",
         face_color_cycle={True: POSITIVE_COLOR, False: NEGATIVE_COLOR},
         border_color="white",
-        size=max(3.0, min(shape[-2:]) / 60),
+        size=size,
+        text=_id_text(size),
         **transform_kwargs(image),
     )
+
+
+def _objects(layer: Points | Shapes | None) -> np.ndarray | None:
+    """The object id of each prompt of a layer, or None when it has no ``object`` feature
+    (a layer of an older version: all its prompts belong to the current object)."""
+    if layer is None or "object" not in layer.features:
+        return None
+    return np.asarray(layer.features["object"], dtype=np.int64)
+
+
+def _mine(layer: Points | Shapes | None, obj_id: int | None, n: int) -> np.ndarray:
+    """Which of a layer's ``n`` prompts belong to ``obj_id`` (all when None or no feature)."""
+    objects = _objects(layer)
+    if obj_id is None or objects is None or len(objects) != n:
+        return np.ones(n, dtype=bool)
+    return objects == int(obj_id)
+
+
+def prompt_objects(points_layer: Points | None, box_layer: Shapes | None) -> set[int]:
+    """The object ids that have prompts (points or boxes) in the layers."""
+    ids: set[int] = set()
+    for layer in (points_layer, box_layer):
+        objects = _objects(layer)
+        if objects is not None and len(objects) == len(layer.data):
+            ids.update(int(i) for i in objects)
+    return ids
+
+
+def _set_defaults(layer: Points | Shapes, **values: Any) -> None:
+    """Change some of a layer's feature defaults (napari wants every column)."""
+    defaults = {k: v[0] for k, v in layer.feature_defaults.items()}
+    defaults.update({k: v for k, v in values.items() if k in defaults})
+    layer.feature_defaults = defaults
 
 
 def preview_shape(sl: SliceInfo) -> tuple[int, ...]:
@@ -130,9 +186,20 @@ def make_labels_layer(image: Image) -> Labels:
 
 
 def slice_prompts(
-    points_layer: Points | None, box_layer: Shapes | None, sl: SliceInfo
+    points_layer: Points | None,
+    box_layer: Shapes | None,
+    sl: SliceInfo,
+    obj_id: int | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, Any]:
     """The prompts on a slice as the predictor takes them.
+
+    Parameters
+    ----------
+    points_layer, box_layer
+        The prompt layers (None: no such prompts).
+    sl : SliceInfo
+    obj_id : int, optional
+        Only this object's prompts (default: every prompt on the slice).
 
     Returns
     -------
@@ -144,13 +211,16 @@ def slice_prompts(
     layer = points_layer
     if layer is not None and len(layer.data):
         keep = sl.contains(layer.data) & sl.inside(layer.data)
+        keep &= _mine(layer, obj_id, len(layer.data))
         if keep.any():
             points = sl.to_xy(layer.data[keep])
             positive = np.asarray(layer.features["positive"], dtype=bool)
             labels = positive[keep].astype(np.int64)
     if box_layer is not None:
-        for vertices in reversed(list(box_layer.data)):
-            if len(vertices) and sl.contains(vertices).all():
+        mine = _mine(box_layer, obj_id, len(box_layer.data))
+        for k in reversed(range(len(box_layer.data))):
+            vertices = box_layer.data[k]
+            if mine[k] and len(vertices) and sl.contains(vertices).all():
                 xy = sl.to_xy(vertices)
                 x0, y0 = xy.min(axis=0)
                 x1, y1 = xy.max(axis=0)
@@ -181,9 +251,11 @@ def misplaced_points(
     return bad, message
 
 
-def older_boxes(box_layer: Shapes, sl: SliceInfo) -> list[int]:
-    """Indices of the boxes on slice ``sl`` except the newest (one box per slice)."""
-    on_slice = [i for i, d in enumerate(box_layer.data) if sl.contains(d).all()]
+def older_boxes(box_layer: Shapes, sl: SliceInfo, obj_id: int | None = None) -> list[int]:
+    """Indices of ``obj_id``'s boxes on slice ``sl`` except the newest (one box per slice and
+    object; all objects' boxes when ``obj_id`` is None)."""
+    mine = _mine(box_layer, obj_id, len(box_layer.data))
+    on_slice = [i for i, d in enumerate(box_layer.data) if mine[i] and sl.contains(d).all()]
     return on_slice[:-1]
 
 
@@ -195,6 +267,20 @@ def box_corners(sl: SliceInfo, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 _ACTIONS = {"added", "removed", "changed"}
+
+
+def _remove(layer: Points | Shapes, indices: Any) -> None:
+    """Remove some prompts of a layer, keeping its features in step with its data (a Shapes
+    layer's ``data = []`` leaves its features behind)."""
+    indices = [int(i) for i in indices]
+    if not indices:
+        return
+    layer.selected_data = set()
+    if isinstance(layer, Points):
+        layer.remove(indices)
+    else:
+        layer.selected_data = set(indices)
+        layer.remove_selected()
 
 
 class PromptLayers:
@@ -227,6 +313,7 @@ class PromptLayers:
         self.points: Points | None = None
         self.box: Shapes | None = None
         self.positive = True
+        self.object_id = 1  # whose prompts new clicks and boxes are, and which are decoded
         self._image = image
         self._current_slice = current_slice
         self._on_change = on_change
@@ -251,12 +338,14 @@ class PromptLayers:
         created = False
         if self.in_viewer(self.box) is None:
             self.box = make_box_layer(image)
+            _set_defaults(self.box, object=self.object_id)
             self.box.events.data.connect(self._on_box_data)
             self.viewer.add_layer(self.box)
             self.box.mode = "add_rectangle"
             created = True
         if self.in_viewer(self.points) is None:
             self.points = make_prompts_layer(image)
+            _set_defaults(self.points, object=self.object_id)
             self.points.mouse_drag_callbacks.insert(0, self._on_press)
             self.points.events.data.connect(self._on_points_data)
             self.viewer.add_layer(self.points)
@@ -282,7 +371,7 @@ class PromptLayers:
                 continue
             if image is not None and helper.ndim == len(layer_shape(image)):
                 with self.muted():
-                    helper.data = np.empty((0, helper.ndim)) if attr == "points" else []
+                    _remove(helper, range(len(helper.data)))
                 for name, value in transform_kwargs(image).items():
                     setattr(helper, name, value)
             else:
@@ -290,15 +379,47 @@ class PromptLayers:
                 if helper in self.viewer.layers:
                     self.viewer.layers.remove(helper)
 
-    def clear(self) -> None:
-        """Remove every point and box (no change event)."""
+    def clear(self, obj_id: int | None = None) -> None:
+        """Remove ``obj_id``'s points and boxes, or every prompt when None (no change event)."""
         with self.muted():
-            if self.points is not None and len(self.points.data):
-                self.points.selected_data = set()
-                self.points.data = np.empty((0, self.points.ndim))
-            if self.box is not None and len(self.box.data):
-                self.box.selected_data = set()
-                self.box.data = []
+            for layer in (self.points, self.box):
+                if layer is not None and len(layer.data):
+                    mine = _mine(layer, obj_id, len(layer.data))
+                    _remove(layer, np.flatnonzero(mine))
+        self._show_ids()
+
+    def objects(self) -> set[int]:
+        """The object ids that have prompts."""
+        return prompt_objects(self.in_viewer(self.points), self.in_viewer(self.box))
+
+    def set_object(self, obj_id: int, rename: bool = False) -> None:
+        """Make ``obj_id`` the current object (new prompts are its, its prompts are decoded).
+
+        With ``rename``, the current object's prompts become ``obj_id``'s when ``obj_id`` has
+        none of its own (a new id for the object being prompted); otherwise they stay with
+        their object.
+        """
+        obj_id = int(obj_id)
+        old, self.object_id = self.object_id, obj_id
+        if rename and old != obj_id and obj_id not in self.objects():
+            with self.muted():
+                for layer in (self.points, self.box):
+                    objects = _objects(self.in_viewer(layer))
+                    if objects is not None and len(objects) == len(layer.data):
+                        features = layer.features.copy()
+                        features.loc[objects == old, "object"] = obj_id
+                        layer.features = features
+        for layer in (self.points, self.box):
+            if layer is not None and "object" in layer.features:
+                _set_defaults(layer, object=obj_id)
+        self._show_ids()
+
+    def _show_ids(self) -> None:
+        """Draw the object ids beside the prompts while several objects have some."""
+        several = len(self.objects()) > 1
+        for layer in (self.points, self.box):
+            if layer is not None and "object" in layer.features and layer.text.visible != several:
+                layer.text.visible = several
 
     def forget(self, layer: Any) -> bool:
         """``layer`` was removed from the viewer: whether it was one of these layers."""
@@ -315,11 +436,11 @@ class PromptLayers:
         self.ensure(image)
         layer = self.points
         previous = bool(layer.feature_defaults["positive"][0])
-        layer.feature_defaults = {"positive": bool(positive)}
+        _set_defaults(layer, positive=bool(positive))
         try:
             layer.add(data[None])
         finally:
-            layer.feature_defaults = {"positive": previous}
+            _set_defaults(layer, positive=previous)
 
     def add_box(self, image: Image, sl: SliceInfo, a: np.ndarray, b: np.ndarray) -> None:
         """Add the box on slice ``sl`` with opposite image data corners ``a`` and ``b``."""
@@ -327,14 +448,18 @@ class PromptLayers:
         self.ensure(image)
         self.box.add(corners, shape_type="rectangle")
 
-    def slice_prompts(self, sl: SliceInfo) -> tuple[np.ndarray | None, np.ndarray | None, Any]:
-        """The prompts on slice ``sl`` as the predictor takes them (see :func:`slice_prompts`)."""
-        return slice_prompts(self.in_viewer(self.points), self.in_viewer(self.box), sl)
+    def slice_prompts(
+        self, sl: SliceInfo, obj_id: int | None = None
+    ) -> tuple[np.ndarray | None, np.ndarray | None, Any]:
+        """An object's prompts on slice ``sl`` as the predictor takes them (see
+        :func:`slice_prompts`); default: the current object's."""
+        obj_id = self.object_id if obj_id is None else obj_id
+        return slice_prompts(self.in_viewer(self.points), self.in_viewer(self.box), sl, obj_id)
 
     def _on_press(self, layer: Points, event: Any) -> None:
         """First drag callback of the prompts layer: choose the polarity of the point to add."""
         negative = getattr(event, "button", 1) == 2 or "Control" in (event.modifiers or ())
-        layer.feature_defaults = {"positive": self.positive != negative}
+        _set_defaults(layer, positive=self.positive != negative, object=self.object_id)
 
     @guarded
     def _on_points_data(self, event: Any) -> None:
@@ -347,6 +472,7 @@ class PromptLayers:
             indices = getattr(event, "data_indices", None) or (-1,)
             new = sorted({int(i) % n for i in indices if -n <= int(i) < n})
             self._drop_bad_points(layer, new)
+        self._show_ids()
         self._on_change()
 
     def _drop_bad_points(self, layer: Points, new: list[int]) -> None:
@@ -376,9 +502,10 @@ class PromptLayers:
             except AnnotatorError:
                 sl = None
             if sl is not None:
-                older = older_boxes(box, sl)  # one box per slice: the newest replaces the others
+                # One box per slice and object: the newest replaces the others.
+                older = older_boxes(box, sl, self.object_id)
                 if older:
                     with self.muted():
-                        box.selected_data = set(older)
-                        box.remove_selected()
+                        _remove(box, older)
+        self._show_ids()
         self._on_change()

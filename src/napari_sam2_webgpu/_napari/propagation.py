@@ -1,4 +1,4 @@
-"""Propagating the current object through a stack: prompts layers -> propagator -> Labels layer.
+"""Propagating objects through a stack: prompts layers -> propagator -> Labels layer.
 
 The napari side of :mod:`.video`, without Qt (like :mod:`.annotator`, which it works with).
 :class:`PropagationController`
@@ -8,14 +8,19 @@ The napari side of :mod:`.video`, without Qt (like :mod:`.annotator`, which it w
 - keeps one :class:`~.video.StackState` for that stack (rebuilt when the layer, axis, fixed steps,
   contrast limits or model change) across runs, so that a point added on a slice where the mask
   drifted is a correction that uses the tracking memory,
-- sends the object's prompts on every slice of the stack (read from the annotator's Points and
-  Shapes layers) to the propagator, only for slices whose prompts changed since the last run,
+- sends every object's prompts on every slice of the stack (read from the annotator's Points
+  and Shapes layers, where each prompt carries its object's id) to the propagator, only for
+  slices whose prompts changed since the last run; the objects are tracked together,
 - runs :meth:`~.video.Sam2Propagator.propagate` as a generator of :class:`PropagationStep`
   (the widget iterates it in a worker thread), and
-- writes each frame's mask into the target Labels layer under the object id on the calling
-  (GUI) thread, with the commit rule: only background pixels, or pixels already carrying this
-  object's id, unless the annotator's ``overwrite`` is on. The object's earlier pixels on a
-  re-tracked frame are replaced, and a whole run is one step of the Labels layer's undo history.
+- writes each frame's masks into the target Labels layer under the objects' ids on the calling
+  (GUI) thread, with the commit rule: only background pixels, or pixels already carrying the
+  object's id, unless the annotator's ``overwrite`` is on; objects of one run never paint over
+  each other (a pixel two masks claim goes to the smaller id). An object's earlier pixels on a
+  re-tracked frame are replaced, and a whole run is one step of the Labels layer's undo history,
+- records each object's :class:`~napari_sam2_webgpu.video.FrameScore` per frame and lists the
+  frames to check (:meth:`PropagationController.review`); a correction on a listed frame
+  propagates again from it in both directions.
 
 Frame embeddings come from, and go to, the annotator's embedding cache under the key a click
 on that slice uses: a slice is never encoded twice.
@@ -36,9 +41,10 @@ import numpy as np
 
 from ..image.tiling import Tile, TiledEmbedding, TileSpec, paste, prompt_extent, to_window
 from ..video import DIRECTIONS
+from ..video.review import IOU_DROP, MIN_IOU, FrameScore, ReviewFlag, review_flags
 from .embeddings import EncodeRequest, model_key
 from .errors import NO_IMAGE, AnnotatorError
-from .labels import UndoGroup, check_label_value, undo_history, write_frame
+from .labels import UndoGroup, check_label_value, undo_history, write_objects
 from .slices import SliceInfo, base_data, contrast_limits, layer_id
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,6 +60,7 @@ __all__ = [
     "PropagationRun",
     "PropagationStep",
     "StackSpec",
+    "stack_objects",
     "stack_prompts",
     "stack_spec",
     "tracking_window",
@@ -283,6 +290,12 @@ def stack_spec(annotator: Annotator, axis: int | None = None) -> StackSpec:
     return StackSpec(image, int(axis), sl, contrast_limits(image), bool(image.rgb), model, tiles)
 
 
+def _window(spec: StackSpec, objects: dict[int, dict[int, Prompts]]) -> Tile | None:
+    """:func:`tracking_window` of all the objects' prompts together."""
+    every = [p for prompts in objects.values() for p in prompts.values()]
+    return tracking_window(spec, dict(enumerate(every)))
+
+
 def tracking_window(spec: StackSpec, prompts: dict[int, Prompts]) -> Tile | None:
     """The tile a tiled stack's object is tracked in: the one that holds all its prompts (on
     every frame) best, as for a click (:meth:`TileLayout.choose
@@ -301,8 +314,11 @@ def _signature(prompts: Prompts) -> tuple:
     return tuple(None if p is None else np.asarray(p, dtype=float).tobytes() for p in prompts)
 
 
-def stack_prompts(annotator: Annotator, spec: StackSpec) -> dict[int, Prompts]:
-    """The prompts on each frame of the stack, as a click on that frame would decode them."""
+def stack_prompts(
+    annotator: Annotator, spec: StackSpec, obj_id: int | None = None
+) -> dict[int, Prompts]:
+    """An object's prompts on each frame of the stack, as a click on that frame would decode
+    them (default: the current object's)."""
     frames: set[int] = set()
     layer = annotator.prompts_layer
     if layer is not None and layer in annotator.viewer.layers and len(layer.data):
@@ -314,9 +330,21 @@ def stack_prompts(annotator: Annotator, spec: StackSpec) -> dict[int, Prompts]:
                 frames.add(int(np.round(np.asarray(vertices)[0, spec.axis])))
     out = {}
     for frame in sorted(f for f in frames if 0 <= f < spec.num_frames):
-        prompts = annotator.slice_prompts(spec.frame_slice(frame))
+        prompts = annotator.slice_prompts(spec.frame_slice(frame), obj_id)
         if prompts[0] is not None or prompts[2] is not None:
             out[frame] = prompts
+    return out
+
+
+def stack_objects(annotator: Annotator, spec: StackSpec) -> dict[int, dict[int, Prompts]]:
+    """Every object's prompts on the stack's frames: ``{object_id: {frame: prompts}}``, for
+    the objects that have some (sorted by id)."""
+    ids = annotator.prompted_objects or [annotator.object_id]
+    out = {}
+    for obj_id in ids:
+        prompts = stack_prompts(annotator, spec, obj_id)
+        if prompts:
+            out[obj_id] = prompts
     return out
 
 
@@ -326,27 +354,32 @@ def stack_prompts(annotator: Annotator, spec: StackSpec) -> dict[int, Prompts]:
 
 @dataclass
 class PropagationStep:
-    """What the run yields: progress, and the object's mask on a frame.
+    """What the run yields: progress, and the objects' masks on a frame.
 
     Attributes
     ----------
     frame : int or None
         None for a progress-only step (the prompts are set; ``total`` is known).
-    mask : numpy.ndarray or None
-        ``(H, W)`` boolean mask of the object on ``frame``.
+    masks : dict or None
+        ``{object_id: (H, W) boolean mask}`` on ``frame`` (the whole slice); objects stopped
+        after being lost are left out.
     done, total : int
-        Frames tracked so far and frames of the whole run.
+        Frames tracked so far and frames of the whole run (at most: a pass ends early when
+        every object was lost, see :attr:`PropagationController.stop_after_lost`).
+    scores : dict
+        ``{object_id: FrameScore}`` on ``frame``.
     """
 
     frame: int | None
-    mask: np.ndarray | None
+    masks: dict[int, np.ndarray] | None
     done: int
     total: int
+    scores: dict[int, FrameScore] = field(default_factory=dict)
 
 
 @dataclass
 class PropagationRun:
-    """One propagation of one object: made by :meth:`PropagationController.start`.
+    """One propagation of the prompted objects: made by :meth:`PropagationController.start`.
 
     Iterate :meth:`steps` (in a worker thread if you like) and hand each step to
     :meth:`PropagationController.apply` on the GUI thread; then call
@@ -355,7 +388,13 @@ class PropagationRun:
     Attributes
     ----------
     object_id : int
+        The current object when the run started.
+    object_ids : tuple of int
+        Every object the run tracks (those with prompts on the stack), sorted.
     direction : str
+    start_frame : int or None
+        Where the passes start (None: the first prompted frame); a correction on a frame the
+        review listed starts there, both ways.
     spec : StackSpec
     labels : napari.layers.Labels
         Where the masks are written.
@@ -363,6 +402,8 @@ class PropagationRun:
         Frames the run tracks (0 until the prompts are set).
     frames_written : list of int
         Frames written into the Labels layer, in order.
+    scores : dict
+        ``{object_id: {frame: FrameScore}}`` of the frames tracked so far.
     frames_encoded : int
         Slices encoded by this run (the others came from the cache).
     cancelled : bool
@@ -372,24 +413,30 @@ class PropagationRun:
     """
 
     object_id: int
+    object_ids: tuple[int, ...]
     direction: str
     spec: StackSpec
     labels: Labels
     overwrite: bool
-    clears: list[int]
-    updates: dict[int, Prompts]
+    # Object -> frames whose prompts were removed / frame -> prompts new or changed.
+    prompt_clears: dict[int, list[int]]
+    prompt_updates: dict[int, dict[int, Prompts]]
     controller: PropagationController
+    start_frame: int | None = None
+    stop_after_lost: int | None = None
     total: int = 0
     done: int = 0
     frames_written: list[int] = field(default_factory=list)
+    scores: dict[int, dict[int, FrameScore]] = field(default_factory=dict)
     frames_encoded: int = 0
     cancelled: bool = False
     finished: bool = False
     error: BaseException | None = None
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
-    # Frame -> prompt signature now in the tracking state (None: cleared), set by the worker.
-    applied: dict[int, tuple | None] = field(default_factory=dict)
+    # Object -> frame -> prompt signature now in the tracking state (None: cleared), set by
+    # the worker.
+    applied: dict[int, dict[int, tuple | None]] = field(default_factory=dict)
     _history_item: list | None = None  # the run's undo step, once finished
     _encoded_before: int = 0
     # Groups the frames written into one undo step, from the first write until finish().
@@ -397,6 +444,16 @@ class PropagationRun:
 
     def __post_init__(self) -> None:
         self._undo_group = UndoGroup(self.labels)
+
+    @property
+    def updates(self) -> dict[int, Prompts]:
+        """The current object's frames whose prompts are new or changed (frame -> prompts)."""
+        return self.prompt_updates.get(self.object_id, {})
+
+    @property
+    def clears(self) -> list[int]:
+        """The current object's frames whose prompts were removed."""
+        return self.prompt_clears.get(self.object_id, [])
 
     def cancel(self) -> None:
         """Stop after the frame being computed; frames written so far stay (and undo as one)."""
@@ -416,31 +473,41 @@ class PropagationRun:
         controller = self.controller
         propagator = controller._ensure_propagator()
         state = controller._ensure_state(self.spec, propagator)
-        obj_id = self.object_id
-        for other in [o for o in state.obj_ids if o != obj_id]:
-            # The prompts layers hold one object's prompts: others are finished objects.
+        for other in [o for o in state.obj_ids if o not in self.object_ids]:
+            # Its prompts are gone from the layers: a finished (or cleared) object.
             propagator.remove_object(state, other)
-        for frame in self.clears:
-            propagator.clear_prompts(state, frame, obj_id)
-            self.applied[frame] = None
-        for frame, prompts in self.updates.items():
-            if self.cancelled:
-                return
-            points, labels, box = self.spec.to_window(prompts)
-            propagator.add_prompts(state, frame, obj_id, points=points, labels=labels, box=box)
-            self.applied[frame] = _signature(prompts)
+        for obj_id, frames in self.prompt_clears.items():
+            for frame in frames:
+                propagator.clear_prompts(state, frame, obj_id)
+                self.applied.setdefault(obj_id, {})[frame] = None
+        for obj_id, updates in self.prompt_updates.items():
+            for frame, prompts in updates.items():
+                if self.cancelled:
+                    return
+                points, labels, box = self.spec.to_window(prompts)
+                propagator.add_prompts(state, frame, obj_id, points=points, labels=labels, box=box)
+                self.applied.setdefault(obj_id, {})[frame] = _signature(prompts)
         if self.cancelled:
             return
         passes = [False, True] if self.direction == "both" else [self.direction == "backward"]
-        self.total = sum(len(propagator.frame_order(state, reverse)) for reverse in passes)
+        self.total = sum(
+            len(propagator.frame_order(state, reverse, self.start_frame)) for reverse in passes
+        )
         yield PropagationStep(None, None, 0, self.total)
-        tracking = propagator.propagate(state, self.direction)
-        empty = np.zeros(state.frame_hw, dtype=bool)
+        tracking = propagator.propagate(
+            state,
+            self.direction,
+            start_frame=self.start_frame,
+            stop_after_lost=self.stop_after_lost,
+        )
         try:
             for done, (frame, masks) in enumerate(tracking, 1):
                 self.done = done
-                mask = self.spec.to_frame(masks.get(obj_id, empty))
-                yield PropagationStep(frame, mask, done, self.total)
+                scores = propagator.frame_scores(state, frame, masks)
+                for obj_id, score in scores.items():
+                    self.scores.setdefault(obj_id, {})[frame] = score
+                full = {obj_id: self.spec.to_frame(mask) for obj_id, mask in masks.items()}
+                yield PropagationStep(frame, full, done, self.total, scores)
                 if self.cancelled:
                     return
         finally:
@@ -453,23 +520,45 @@ class PropagationRun:
             return None
         return len(self.frames_written) / self.seconds
 
+    def objects_text(self) -> str:
+        """``"object 3"`` or ``"objects 3, 5"``."""
+        ids = ", ".join(str(i) for i in self.object_ids)
+        return f"object{'s' if len(self.object_ids) > 1 else ''} {ids}"
+
+    def object_progress(self) -> dict[int, tuple[int, int]]:
+        """Per object: frames tracked so far, and of those the frames it is present on."""
+        out = {}
+        for obj_id in self.object_ids:
+            scores = self.scores.get(obj_id, {})
+            out[obj_id] = (len(scores), sum(score.present for score in scores.values()))
+        return out
+
     def describe(self) -> str:
-        """A one-line summary for the status (progress while running)."""
-        what = f"object {self.object_id} ({self.direction})"
+        """A one-line summary for the status (progress while running), with each object's
+        frames without it when several are tracked."""
+        what = f"{self.objects_text()} ({self.direction})"
         if not self.finished:
             total = f" / {self.total}" if self.total else ""
-            return f"Propagating {what}: {len(self.frames_written)}{total} slices"
-        how = "Cancelled" if self.cancelled else "Failed" if self.error else "Propagated"
-        text = f"{how} {what}: {len(self.frames_written)} slices in {self.seconds:.1f} s"
-        if self.fps:
-            text += f" ({self.fps:.1f} slices/s)"
-        if self.frames_encoded:
-            text += f", {self.frames_encoded} encoded"
+            text = f"Propagating {what}: {len(self.frames_written)}{total} slices"
+        else:
+            how = "Cancelled" if self.cancelled else "Failed" if self.error else "Propagated"
+            text = f"{how} {what}: {len(self.frames_written)} slices in {self.seconds:.1f} s"
+            if self.fps:
+                text += f" ({self.fps:.1f} slices/s)"
+            if self.frames_encoded:
+                text += f", {self.frames_encoded} encoded"
+        missing = [
+            f"object {obj_id} absent on {tracked - present} of them"
+            for obj_id, (tracked, present) in self.object_progress().items()
+            if tracked > present
+        ]
+        if missing:
+            text += f"; {'; '.join(missing)}"
         return text
 
 
 class PropagationController:
-    """Propagates the annotator's current object through the displayed stack.
+    """Propagates the annotator's prompted objects through the displayed stack, together.
 
     Parameters
     ----------
@@ -479,6 +568,11 @@ class PropagationController:
 
     Attributes
     ----------
+    stop_after_lost : int or None
+        Stop tracking an object for the rest of a pass once it has been absent this many
+        slices in a row (None: track to the end of the stack).
+    min_iou, iou_drop : float
+        :func:`~napari_sam2_webgpu.video.review_flags` thresholds of :meth:`review`.
     run : PropagationRun or None
         The run in progress.
     last_run : PropagationRun or None
@@ -495,6 +589,11 @@ class PropagationController:
         self.last_run: PropagationRun | None = None
         self.unavailable_reason: str | None = "Load a model first (press Encode)."
         self.unavailable_summary: str | None = self.unavailable_reason
+        self.stop_after_lost: int | None = None
+        self.min_iou = MIN_IOU
+        self.iou_drop = IOU_DROP
+        # Object -> frame -> its scores in the current tracking state (for the review).
+        self.scores: dict[int, dict[int, FrameScore]] = {}
         self._video_files: tuple[Path, Path] | None = None
         self._predictor: Sam2Predictor | None = None
         self._propagator: Sam2Propagator | None = None
@@ -567,6 +666,7 @@ class PropagationController:
     def _drop_state(self) -> None:
         self._state = self._state_key = None
         self._synced.clear()
+        self.scores.clear()
 
     # -- checks ---------------------------------------------------------------------------------
     @property
@@ -586,7 +686,7 @@ class PropagationController:
             return str(exc)
         if spec.num_frames < 2:
             return f"'{spec.layer.name}' has a single slice along axis {spec.axis}."
-        if not stack_prompts(self.annotator, spec):
+        if not stack_objects(self.annotator, spec):
             return (
                 f"Object {self.annotator.object_id} has no prompts yet: click on it (or draw a "
                 "box) on one or more slices, then propagate."
@@ -604,11 +704,11 @@ class PropagationController:
             spec = stack_spec(self.annotator)
         except AnnotatorError:
             return False
-        spec = replace(spec, window=tracking_window(spec, stack_prompts(self.annotator, spec)))
+        spec = replace(spec, window=_window(spec, stack_objects(self.annotator, spec)))
         if spec.key != self._state_key:
             return False
         run = self.last_run
-        if run is None or run.object_id != self.annotator.object_id:
+        if run is None or self.annotator.object_id not in run.object_ids:
             return False
         history = undo_history(run.labels)
         if history is not None and not any(item is run._history_item for item in history):
@@ -619,7 +719,7 @@ class PropagationController:
     def is_last_undo_step(self) -> bool:
         """Whether the Labels layer's next undo takes back the current object's propagation."""
         run = self.last_run
-        if run is None or run.object_id != self.annotator.object_id or self.run is not None:
+        if run is None or self.annotator.object_id not in run.object_ids or self.run is not None:
             return False
         history = undo_history(run.labels)
         return bool(history) and history[-1] is run._history_item
@@ -627,11 +727,13 @@ class PropagationController:
     def forget_object(self, obj_id: int) -> None:
         """Drop an object's tracking (it is finished; a later object may reuse its id)."""
         self._synced.pop(int(obj_id), None)
+        self.scores.pop(int(obj_id), None)
         if self._state is not None and self._propagator is not None and self.run is None:
             self._propagator.remove_object(self._state, int(obj_id))
 
     def finish_object(self) -> int:
-        """The current object is done: forget its tracking, clear the prompts, next free id.
+        """The current object is done: forget its tracking, clear its prompts, next free id
+        (the other objects keep their prompts and tracking).
 
         Returns
         -------
@@ -644,12 +746,13 @@ class PropagationController:
 
     # -- runs -----------------------------------------------------------------------------------
     def start(self, direction: str = "both", axis: int | None = None) -> PropagationRun:
-        """Plan a run of the current object (GUI thread; nothing slow happens here).
+        """Plan a run of every prompted object (GUI thread; nothing slow happens here).
 
         Parameters
         ----------
         direction : {"forward", "backward", "both"}
-            From the first prompted slice towards the end, the start, or both.
+            From the first prompted slice towards the end, the start, or both. A correction
+            on a slice that :meth:`review` lists propagates from that slice both ways.
         axis : int, optional
             Data axis to propagate along (default: the first one not displayed).
 
@@ -661,7 +764,8 @@ class PropagationController:
         Raises
         ------
         AnnotatorError
-            Why it cannot start (no video components, no stack, no prompts, ...).
+            Why it cannot start (no video components, no stack, no prompts, an id the Labels
+            layer cannot hold, ...).
         ValueError
             Unknown direction.
         """
@@ -673,36 +777,79 @@ class PropagationController:
         annotator = self.annotator
         spec = stack_spec(annotator, axis)
         labels = annotator.ensure_labels_layer()
-        obj_id = annotator.object_id
-        check_label_value(labels, obj_id)
-        wanted = stack_prompts(annotator, spec)
-        # Tiled frames: the object is tracked in the tile that holds its prompts (a new
+        wanted = stack_objects(annotator, spec)
+        for obj_id in wanted:
+            check_label_value(labels, obj_id)
+        # Tiled frames: the objects are tracked in the tile that holds their prompts (a new
         # window is a new tracking state).
-        spec = replace(spec, window=tracking_window(spec, wanted))
-        synced = self._synced.get(obj_id, {}) if spec.key == self._state_key else {}
+        spec = replace(spec, window=_window(spec, wanted))
+        synced = self._synced if spec.key == self._state_key else {}
+        updates = {
+            obj_id: {
+                f: p for f, p in prompts.items() if synced.get(obj_id, {}).get(f) != _signature(p)
+            }
+            for obj_id, prompts in wanted.items()
+        }
+        clears = {
+            obj_id: [f for f in synced.get(obj_id, {}) if f not in prompts]
+            for obj_id, prompts in wanted.items()
+        }
+        start_frame = self._flagged_correction(updates, synced)
         run = PropagationRun(
-            object_id=obj_id,
-            direction=direction,
+            object_id=annotator.object_id,
+            object_ids=tuple(sorted(wanted)),
+            direction="both" if start_frame is not None else direction,
             spec=spec,
             labels=labels,
             overwrite=bool(annotator.overwrite),
-            clears=[f for f in synced if f not in wanted],
-            updates={f: p for f, p in wanted.items() if synced.get(f) != _signature(p)},
+            prompt_clears={o: frames for o, frames in clears.items() if frames},
+            prompt_updates={o: frames for o, frames in updates.items() if frames},
             controller=self,
+            start_frame=start_frame,
+            stop_after_lost=self.stop_after_lost,
         )
         run._encoded_before = self._encoded
         self.run = run
         return run
 
+    def _flagged_correction(
+        self, updates: dict[int, dict[int, Prompts]], synced: dict[int, dict[int, tuple]]
+    ) -> int | None:
+        """The first slice where a tracked object got new prompts on a slice the review lists
+        (the run then starts there, both ways); None when there is none."""
+        if not synced:
+            return None
+        flagged = {
+            (flag.object_id, frame)
+            for flag in self.review()
+            for frame in range(flag.frame, flag.last_frame + 1)
+        }
+        frames = [
+            frame
+            for obj_id, frames in updates.items()
+            if synced.get(obj_id)
+            for frame in frames
+            if (obj_id, frame) in flagged
+        ]
+        return min(frames) if frames else None
+
+    def review(self) -> list[ReviewFlag]:
+        """The slices to check of every tracked object: where it is lost, reappears or its
+        predicted IoU is low or drops (:func:`~napari_sam2_webgpu.video.review_flags` with
+        :attr:`min_iou` and :attr:`iou_drop`), sorted by object, then slice."""
+        return review_flags(self.scores, min_iou=self.min_iou, iou_drop=self.iou_drop)
+
     def apply(self, run: PropagationRun, step: PropagationStep) -> bool:
         """Write a step's mask into the Labels layer (GUI thread); whether it was written."""
-        if run.cancelled or run.finished or step.frame is None or step.mask is None:
+        if run.cancelled or run.finished or step.frame is None:
             return False
         viewer = self.annotator.viewer
         if run.labels not in viewer.layers or run.spec.layer not in viewer.layers:
             run.cancel()  # the layers are gone: nothing more to write
             return False
-        self._write(run, step.frame, step.mask)
+        if step.masks is None:
+            return False
+        write_objects(run._undo_group, run.spec.frame_slice(step.frame), step.masks, run.overwrite)
         run.frames_written.append(step.frame)
         return True
 
@@ -721,15 +868,21 @@ class PropagationController:
             # The state may hold half-applied prompts: start afresh next time.
             self._drop_state()
         elif self._state is not None and self._state_key == run.spec.key:
-            synced = self._synced.setdefault(run.object_id, {})
-            for frame, signature in run.applied.items():
-                if signature is None:
-                    synced.pop(frame, None)
-                else:
-                    synced[frame] = signature
+            for obj_id, applied in run.applied.items():
+                synced = self._synced.setdefault(obj_id, {})
+                for frame, signature in applied.items():
+                    if signature is None:
+                        synced.pop(frame, None)
+                    else:
+                        synced[frame] = signature
             for obj_id in list(self._synced):
-                if obj_id != run.object_id:
-                    del self._synced[obj_id]
+                if obj_id not in run.object_ids:
+                    del self._synced[obj_id]  # no prompts any more: removed from the state
+            for obj_id in list(self.scores):
+                if obj_id not in run.object_ids:
+                    del self.scores[obj_id]
+            for obj_id, scores in run.scores.items():
+                self.scores.setdefault(obj_id, {}).update(scores)
         previous, self.last_run = self.last_run, run
         if run._history_item is None and previous is not None and previous.labels is run.labels:
             # Nothing changed: the labels are still those of the previous run (for undo checks).
@@ -764,10 +917,3 @@ class PropagationController:
         if run.error is not None:
             raise run.error
         return run
-
-    # -- writing --------------------------------------------------------------------------------
-    def _write(self, run: PropagationRun, frame: int, mask: np.ndarray) -> None:
-        """Paint ``mask`` on a frame under the run's object id; erase its other pixels there."""
-        write_frame(
-            run._undo_group, run.spec.frame_slice(frame), mask, run.object_id, run.overwrite
-        )

@@ -33,6 +33,9 @@ class LabelsTarget:
         emitter fits).
     on_created : callable
         Called with no argument after a new Labels layer was added to the viewer.
+    reserved : callable, optional
+        ``reserved()`` gives ids taken although not in the layer yet (objects with prompts):
+        :meth:`next_free_id` goes past them.
 
     Attributes
     ----------
@@ -46,12 +49,14 @@ class LabelsTarget:
         *,
         on_object_id: Callable[..., Any],
         on_created: Callable[[], None],
+        reserved: Callable[[], set[int]] | None = None,
     ) -> None:
         self.viewer = viewer
         self.layer: Labels | None = None
         self._object_id = 1
         self._on_object_id = on_object_id
         self._on_created = on_created
+        self._reserved = reserved or set
 
     # -- the layer --------------------------------------------------------------------------------
     @staticmethod
@@ -149,7 +154,8 @@ class LabelsTarget:
         self._on_object_id(value=self._object_id)
 
     def next_free_id(self, scan: bool = False) -> int:
-        """One more than the largest label in the layer (1 when there is none).
+        """One more than the largest label in the layer (1 when there is none), and past the
+        reserved ids.
 
         Parameters
         ----------
@@ -158,7 +164,8 @@ class LabelsTarget:
             :data:`~.labels.SCAN_PIXELS`) to find its largest label; otherwise such a layer
             gets the current id + 1.
         """
-        return labels_.next_free_id(self.in_viewer(), self._object_id, scan)
+        free = labels_.next_free_id(self.in_viewer(), self._object_id, scan)
+        return max(free, max(self._reserved(), default=0) + 1)
 
     def next_object(self) -> int:
         """Move the object id to the next free id; returns it."""

@@ -56,7 +56,7 @@ class PropagationRunner:
     def start(self, run: PropagationRun) -> None:
         """Run ``run``'s steps in a worker; each step is written on the GUI thread."""
         self._bar = Progress(
-            total=0, desc=f"SAM2: propagating object {run.object_id}", cancel_callback=self.cancel
+            total=0, desc=f"SAM2: propagating {run.objects_text()}", cancel_callback=self.cancel
         )
         self._workers.run_steps(
             run.steps, lambda step: self._on_step(run, step), lambda: self._on_done(run)

@@ -80,11 +80,14 @@ class TrackedMask:
         ``(256,)`` float32 object pointer.
     object_score : float
         Object-presence logit (> 0: the object is on the frame).
+    iou : float
+        The decoder's predicted IoU of this mask (NaN when it has none).
     """
 
     low_res: np.ndarray
     obj_ptr: np.ndarray
     object_score: float
+    iou: float = float("nan")
 
 
 class PromptDecoder:
@@ -297,14 +300,17 @@ class PromptDecoder:
         if multimask:
             best = int(np.argmax(outputs["iou_predictions"][0]))
             low_res = outputs["masks"][:, best : best + 1]
+            iou = outputs["iou_predictions"][0, best]
             token = 1 + best if multimask_pointer else 0
         else:
-            low_res, _ = self.select(outputs, multimask=False)
+            low_res, scores = self.select(outputs, multimask=False)
+            iou = scores.reshape(-1)[0]
             token = 0
         return TrackedMask(
             low_res=np.ascontiguousarray(low_res, dtype=np.float32),
             obj_ptr=np.array(outputs["obj_ptrs"][0, token], dtype=np.float32),
             object_score=float(outputs["object_score_logits"][0, 0]),
+            iou=float(iou),
         )
 
     def decode(

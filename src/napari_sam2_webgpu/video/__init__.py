@@ -9,6 +9,8 @@
 :mod:`.components`        the memory attention and memory encoder sessions and their checks
 :mod:`.steps`             the video predictor's steps: prompting a frame, preflight, tracking
 :mod:`.propagator`        :class:`Sam2Propagator`, the public API
+:mod:`.review`            per-frame :class:`FrameScore` of each object, :func:`review_flags`
+                          (the frames where an object is lost, reappears or scores low)
 ========================  ==================================================================
 
 The image model is used only through :mod:`napari_sam2_webgpu.image`'s public names. Nothing
@@ -26,6 +28,7 @@ from .memory import (
     to_bfloat16,
 )
 from .propagator import PropagationCancelled, Sam2Propagator
+from .review import FrameScore, ReviewFlag, review_flags
 from .state import DIRECTIONS, FrameResult, ObjectTrack, StackState, direction_passes
 from .tracker import FrameTracker
 
@@ -34,14 +37,17 @@ __all__ = [
     "FILL_HOLE_AREA",
     "NO_OBJECT_SCORE",
     "FrameResult",
+    "FrameScore",
     "FrameTracker",
     "ObjectTrack",
     "PropagationCancelled",
+    "ReviewFlag",
     "Sam2Propagator",
     "StackState",
     "VideoConfig",
     "direction_passes",
     "fill_holes",
     "from_bfloat16",
+    "review_flags",
     "to_bfloat16",
 ]

@@ -35,6 +35,7 @@ from ..image.encoder import ImageEmbedding
 from ..image.predictor import Sam2Predictor
 from .components import check_components, open_components
 from .memory import FILL_HOLE_AREA
+from .review import FrameScore
 from .state import DIRECTIONS, StackState, check_stack, direction_passes
 from .steps import commit_prompts, model_prompts, prompt_frame, track_frame
 from .tracker import FrameTracker
@@ -43,6 +44,28 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..runtime import BackendInfo
 
 __all__ = ["DIRECTIONS", "PropagationCancelled", "Sam2Propagator"]
+
+
+class _AbsenceWatch:
+    """Which objects a pass stops tracking: absent ``limit`` frames in a row after being seen."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = None if limit is None else int(limit)
+        self.stopped: set[int] = set()
+        self._seen: set[int] = set()
+        self._absent: dict[int, int] = {}
+
+    def update(self, scores: dict[int, FrameScore]) -> None:
+        if self.limit is None:
+            return
+        for obj_id, score in scores.items():
+            if score.present:
+                self._seen.add(obj_id)
+                self._absent[obj_id] = 0
+            elif obj_id in self._seen:
+                self._absent[obj_id] = self._absent.get(obj_id, 0) + 1
+                if self._absent[obj_id] >= self.limit:
+                    self.stopped.add(obj_id)
 
 
 class PropagationCancelled(RuntimeError):
@@ -325,6 +348,7 @@ class Sam2Propagator:
         *,
         start_frame: int | None = None,
         max_frames: int | None = None,
+        stop_after_lost: int | None = None,
     ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
         """Track every prompted object through the stack, one frame at a time.
 
@@ -337,26 +361,65 @@ class Sam2Propagator:
             Default: the first frame with prompts (of any object), as the official predictor.
         max_frames : int, optional
             Track at most this many frames past the start in each direction.
+        stop_after_lost : int, optional
+            Stop tracking an object for the rest of a pass once it has been absent (presence
+            score <= 0) on this many consecutive frames after being present in that pass; a
+            pass ends when every object has stopped. Default: track to the end (as the
+            official predictor).
 
         Yields
         ------
         (int, dict)
-            The frame index and ``{obj_id: (H, W) boolean mask}``. Stop iterating to cancel:
-            frames already yielded keep their results.
+            The frame index and ``{obj_id: (H, W) boolean mask}`` (objects stopped by
+            ``stop_after_lost`` are left out). Stop iterating to cancel: frames already
+            yielded keep their results.
 
         Raises
         ------
         RuntimeError
             No object has prompts.
+        ValueError
+            ``stop_after_lost`` below 1.
         """
+        if stop_after_lost is not None and int(stop_after_lost) < 1:
+            raise ValueError(f"stop_after_lost must be at least 1, got {stop_after_lost}")
         passes = direction_passes(direction)
         commit_prompts(self.tracker, state)
         for reverse in passes:
+            watch = _AbsenceWatch(stop_after_lost)
             for index in state.frame_order(reverse, start_frame, max_frames):
                 start = time.perf_counter()
-                masks = track_frame(self.tracker, state, index, reverse)
+                masks = track_frame(self.tracker, state, index, reverse, watch.stopped)
                 self.last_frame_seconds = time.perf_counter() - start
+                watch.update(self.frame_scores(state, index, masks))
                 yield index, masks
+                if watch.stopped and watch.stopped >= set(state.objects):
+                    break
+
+    def frame_scores(
+        self, state: StackState, frame: int, masks: dict[int, np.ndarray] | None = None
+    ) -> dict[int, FrameScore]:
+        """Each object's :class:`~.review.FrameScore` on ``frame`` (its newest result there).
+
+        Parameters
+        ----------
+        state : StackState
+        frame : int
+        masks : dict, optional
+            The masks :meth:`propagate` yielded for the frame: their areas are recorded, and
+            only these objects are scored. Default: every object with a result on the frame,
+            areas from its logits.
+        """
+        out = {}
+        for obj_id, track in state.objects.items():
+            if masks is not None and obj_id not in masks:
+                continue
+            result = track.latest(frame)
+            if result is None:
+                continue
+            mask = masks[obj_id] if masks is not None else state.mask_of(result)
+            out[obj_id] = FrameScore(result.object_score, result.iou, int(np.count_nonzero(mask)))
+        return out
 
     def frame_order(
         self,

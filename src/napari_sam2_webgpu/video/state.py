@@ -70,12 +70,15 @@ class FrameResult:
         Object-presence logit.
     maskmem : numpy.ndarray or None
         ``(64, h, w)`` memory features as bfloat16 bits; ``None`` until encoded.
+    iou : float
+        The decoder's predicted IoU of the mask (NaN when unknown).
     """
 
     low_res: np.ndarray
     obj_ptr: np.ndarray
     object_score: float
     maskmem: np.ndarray | None = None
+    iou: float = float("nan")
 
 
 Points = tuple[np.ndarray, np.ndarray]

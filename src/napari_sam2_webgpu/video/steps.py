@@ -9,6 +9,7 @@ runs are :class:`~.tracker.FrameTracker`'s; what is kept per object is
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Any
 
 import numpy as np
@@ -97,15 +98,22 @@ def commit_prompts(tracker: FrameTracker, state: StackState) -> None:
 
 
 def track_frame(
-    tracker: FrameTracker, state: StackState, index: int, reverse: bool
+    tracker: FrameTracker,
+    state: StackState,
+    index: int,
+    reverse: bool,
+    skip: Container[int] = (),
 ) -> dict[int, np.ndarray]:
     """Every object's ``(H, W)`` boolean mask on frame ``index``, in a pass's direction.
 
     A conditioning frame keeps its prompted result; any other frame is tracked from the memory
-    and its result encoded into it. Either way the frame is recorded as visited.
+    and its result encoded into it. Either way the frame is recorded as visited. Objects in
+    ``skip`` are left out (not tracked, not recorded).
     """
     masks = {}
     for obj_id, track in state.objects.items():
+        if obj_id in skip:
+            continue
         result = track.cond.get(index)
         if result is None:
             result = tracker.track(

@@ -142,6 +142,7 @@ class FrameTracker:
             low_res=fill_holes(low_res, self.fill_hole_area),
             obj_ptr=chosen.obj_ptr,
             object_score=score,
+            iou=chosen.iou,
         )
         if encode_memory:
             # The memory sees the mask before hole filling, as in the official track_step.
