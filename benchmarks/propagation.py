@@ -2,7 +2,8 @@
 PyTorch ``SAM2VideoPredictor`` (CUDA fp32 and bf16 autocast), with identical random weights.
 
 One object is prompted with a point on frame 0 of a synthetic stack (a bright ellipse that moves
-and changes shape, 1024 x 1024 frames) and tracked forward through every frame. Two rates are
+and changes shape, 1024 x 1024 frames) and tracked forward through every frame; with
+``--objects N``, N objects (one point each, along a row) are tracked together. Two rates are
 printed per path:
 
 - *end to end*: ``propagate`` including encoding each frame (what a first run costs);
@@ -12,6 +13,7 @@ printed per path:
 The masks of every path are compared with the official fp32 path (per-frame IoU).
 
     python benchmarks/propagation.py --sizes tiny large --frames 30 --out propagation.md
+    python benchmarks/propagation.py --sizes tiny --objects 4 --out multi_object.md
 
 Needs the ``export`` extra (torch, sam2). Prints Markdown; nothing is asserted.
 """
@@ -48,8 +50,13 @@ def synthetic_stack(num_frames: int, side: int = 1024, seed: int = 0) -> np.ndar
     return frames
 
 
-def _prompt(side: int) -> tuple[list[list[float]], list[int]]:
-    return [[side * 0.25, side * 0.3]], [1]
+#: Objects prompted (``--objects``); one point each, on frame 0.
+OBJECTS = 1
+
+
+def _prompts(side: int) -> dict[int, tuple[list[list[float]], list[int]]]:
+    """Object id -> its one positive point: the ellipse first, then along the same row."""
+    return {k + 1: ([[side * (0.25 + 0.15 * k), side * 0.3]], [1]) for k in range(OBJECTS)}
 
 
 def run_ours(files, backend: str, frames: np.ndarray) -> dict:
@@ -60,19 +67,21 @@ def run_ours(files, backend: str, frames: np.ndarray) -> dict:
     # here), and the paths should compute the same thing.
     video = Sam2Propagator.from_files(*files, backend, fill_hole_area=0)
     load_s = time.perf_counter() - start
-    points, labels = _prompt(frames.shape[1])
+    prompts = _prompts(frames.shape[1])
     state = video.init_state(frames)
     start = time.perf_counter()
-    video.add_prompts(state, 0, 1, points=points, labels=labels)
-    masks = {f: m[1] for f, m in video.propagate(state)}
+    for obj_id, (points, labels) in prompts.items():
+        video.add_prompts(state, 0, obj_id, points=points, labels=labels)
+    masks = {(f, o): m for f, by_obj in video.propagate(state) for o, m in by_obj.items()}
     first_s = time.perf_counter() - start
     # Again from scratch, but with every frame's embedding cached (a fresh state reading the
     # first one's): only memory attention, decoder and memory encoder run.
     cached = video.init_state(frames, embedding_provider=state.embedding)
     video.reset_timings()
     start = time.perf_counter()
-    video.add_prompts(cached, 0, 1, points=points, labels=labels)
-    again = {f: m[1] for f, m in video.propagate(cached)}
+    for obj_id, (points, labels) in prompts.items():
+        video.add_prompts(cached, 0, obj_id, points=points, labels=labels)
+    again = {(f, o): m for f, by_obj in video.propagate(cached) for o, m in by_obj.items()}
     again_s = time.perf_counter() - start
     assert all(np.array_equal(masks[f], again[f]) for f in masks)
     steps = ", ".join(f"{k} {v / len(frames) * 1e3:.1f}" for k, v in video.stage_seconds.items())
@@ -113,7 +122,7 @@ def run_official(model, size: str, frames: np.ndarray, device: str, bf16: bool) 
 
     svp.load_video_frames = load_frames  # the same pixels as ours, no JPEG round trip
     autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    points, labels = _prompt(frames.shape[1])
+    prompts = _prompts(frames.shape[1])
     rates = []
     with torch.inference_mode(), autocast, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -121,10 +130,12 @@ def run_official(model, size: str, frames: np.ndarray, device: str, bf16: bool) 
             state = ref.init_state("frames from load_frames")
             sync()
             start = time.perf_counter()
-            ref.add_new_points_or_box(state, 0, 1, points=points, labels=labels)
+            for obj_id, (points, labels) in prompts.items():
+                ref.add_new_points_or_box(state, 0, obj_id, points=points, labels=labels)
             masks = {
-                f: (logits[0, 0] > 0).float().cpu().numpy().astype(bool)
-                for f, _, logits in ref.propagate_in_video(state)
+                (f, o): (logits[k, 0] > 0).float().cpu().numpy().astype(bool)
+                for f, ids, logits in ref.propagate_in_video(state)
+                for k, o in enumerate(ids)
             }
             sync()
             rates.append(len(frames) / (time.perf_counter() - start))
@@ -160,8 +171,11 @@ def main(argv=None) -> int:
         "1,024 at a time, fp32 with ORT's fused MultiHeadAttention in the memory attention, "
         "float16 weights",
     )
+    parser.add_argument("--objects", type=int, default=1, help="objects tracked together")
     parser.add_argument("--out", help="also write the Markdown here")
     args = parser.parse_args(argv)
+    global OBJECTS
+    OBJECTS = max(1, args.objects)
 
     import torchvision.ops  # noqa: F401  (Triton before any Mesa LLVM; see tests/conftest.py)
 
@@ -170,8 +184,9 @@ def main(argv=None) -> int:
     chunk = rope.QUERY_CHUNK
     frames = synthetic_stack(args.frames, args.side)
     lines = [
-        f"Propagation of one object through {args.frames} frames of {args.side} x {args.side} "
-        "(prompt: one point on frame 0), random weights, identical on every path.",
+        f"Propagation of {OBJECTS} object{'s' if OBJECTS > 1 else ''} together through "
+        f"{args.frames} frames of {args.side} x {args.side} (prompt: one point per object on "
+        "frame 0), random weights, identical on every path; fps counts frames (all objects).",
         "",
     ]
     for size in args.sizes:
@@ -206,7 +221,7 @@ def main(argv=None) -> int:
             f"### {size}",
             "",
             "| path | device | load (s) | fps end to end | fps tracking (frames encoded) "
-            "| IoU vs official fp32 (min / median) |",
+            "| IoU vs official fp32 per frame and object (min / median) |",
             "| --- | --- | ---: | ---: | ---: | --- |",
         ]
         for row in rows:

@@ -745,6 +745,27 @@ def _cmd_to_coco(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tracks(args: argparse.Namespace) -> int:
+    from .imagefiles import open_image
+    from .tracks import label_tracks, write_tracks_csv
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".csv":
+        raise CommandError(f"--out {out}: tracks are written as CSV (a .csv file).")
+    if out.exists() and not args.overwrite:
+        raise CommandError(f"{out} exists: pass --overwrite to replace it.")
+    ids = None if args.ids is None else [int(v) for v in args.ids.split(",") if v.strip()]
+    labels = open_image(args.labels)
+    try:
+        tracks = label_tracks(labels, ids)
+    except ValueError as exc:
+        raise CommandError(f"{args.labels}: {exc}") from exc
+    write_tracks_csv(out, tracks, overwrite=True)
+    objects = len(np.unique(tracks[:, 0]))
+    print(f"wrote {out}: {objects} objects, {len(tracks)} rows over {labels.shape[0]} frames")
+    return 0
+
+
 def _cmd_from_coco(args: argparse.Namespace) -> int:
     from .coco import iter_coco_images, read_coco
     from .imagefiles import check_label_output, write_labels
@@ -801,6 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_segment_all_command,
         _add_refine_command,
         _add_propagate_command,
+        _add_tracks_command,
         _add_embed_command,
         _add_convert_command,
         _add_export_command,
@@ -1000,6 +1022,19 @@ def _add_propagate_command(subcommands: Any) -> None:
     _add_tile_options(p)
     _add_output_options(p, "output label stack (.tif, .npy)")
     p.set_defaults(func=_cmd_propagate)
+
+
+def _add_tracks_command(subcommands: Any) -> None:
+    p = subcommands.add_parser(
+        "tracks",
+        help="object tracks of a label stack (e.g. a propagation's output) as CSV: the "
+        "centroid and area of each object id on each frame",
+    )
+    p.add_argument("labels", help="label stack (frames, height, width): .tif, .npy, OME-Zarr")
+    p.add_argument("--out", required=True, help="CSV file: track_id,frame,y,x,area")
+    p.add_argument("--ids", metavar="ID,ID,...", help="only these labels (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_tracks)
 
 
 def _add_embed_command(subcommands: Any) -> None:

@@ -522,3 +522,27 @@ def test_stop_after_lost_is_passed_to_the_run(stack_setup):
     assert run.stop_after_lost == 2
     drive(controller, run)
     assert run.frames_written == [0, 1, 2, 3, 4]  # never lost on this stack
+
+
+def test_tracks_layer_of_the_propagated_objects(stack_setup, tmp_path):
+    from napari.layers import Tracks
+
+    from napari_sam2_webgpu.tracks import label_tracks, read_tracks_csv, write_tracks_csv
+
+    viewer, image, labels, before, annotator, controller = stack_setup
+    with pytest.raises(AnnotatorError, match="propagate first"):
+        controller.tracks()
+    point_on(viewer, image, annotator, 1)
+    controller.propagate("both")
+    tracks = controller.tracks([OBJECT])
+    np.testing.assert_allclose(tracks, label_tracks(labels.data, [OBJECT]))
+    assert tracks[:, 1].tolist() == [0, 1, 2, 3, 4]  # one row per slice it is on
+    layer = controller.show_tracks([OBJECT])
+    assert isinstance(layer, Tracks) and layer.name == "manual tracks"
+    np.testing.assert_allclose(layer.data[:, 1:], tracks[:, 1:4])  # (t, y, x) of a 3D stack
+    np.testing.assert_allclose(layer.features["area"], tracks[:, 4])
+    every = controller.show_tracks()  # every label on the stack: the 7s too, same layer
+    assert every is layer and set(layer.data[:, 0]) == {OBJECT, OTHER}
+    assert len(viewer.layers) == len({lay.name for lay in viewer.layers})
+    path = write_tracks_csv(tmp_path / "t.csv", tracks)
+    np.testing.assert_allclose(read_tracks_csv(path), tracks, atol=1e-3)

@@ -3,8 +3,8 @@
 The napari side of :mod:`.video`, without Qt (like :mod:`.annotator`, which it works with).
 :class:`PropagationController`
 
-- decides the stack: the image's frames along one not-displayed axis (the first one by default),
-  with any other not-displayed axes fixed at the displayed step,
+- decides the stack (:mod:`.stack`): the image's frames along one not-displayed axis (the
+  first one by default), with any other not-displayed axes fixed at the displayed step,
 - keeps one :class:`~.video.StackState` for that stack (rebuilt when the layer, axis, fixed steps,
   contrast limits or model change) across runs, so that a point added on a slice where the mask
   drifted is a correction that uses the tracking memory,
@@ -39,16 +39,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..image.tiling import Tile, TiledEmbedding, TileSpec, paste, prompt_extent, to_window
+from ..image.tiling import TiledEmbedding
 from ..video import DIRECTIONS
 from ..video.review import IOU_DROP, MIN_IOU, FrameScore, ReviewFlag, review_flags
-from .embeddings import EncodeRequest, model_key
-from .errors import NO_IMAGE, AnnotatorError
+from .embeddings import model_key
+from .errors import AnnotatorError
 from .labels import UndoGroup, check_label_value, undo_history, write_objects
-from .slices import SliceInfo, base_data, contrast_limits, layer_id
+from .stack import (
+    Prompts,
+    StackSpec,
+    _LayerFrames,
+    _signature,
+    _window,
+    stack_objects,
+    stack_prompts,
+    stack_spec,
+    tracking_window,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from napari.layers import Image, Labels
+    from napari.layers import Labels
 
     from ..image import ImageEmbedding, Sam2Predictor
     from ..video import Sam2Propagator, StackState
@@ -134,218 +144,6 @@ def _video_components(
 def _has_object_pointers(predictor: Any) -> bool:
     """Whether the predictor's decoder outputs ``obj_ptrs`` (which propagation needs)."""
     return bool(predictor.decoder.has_object_pointers)
-
-
-# ------------------------------------------------------------------------------------------------
-# the stack
-
-
-@dataclass(frozen=True)
-class StackSpec:
-    """The stack a run propagates through: the frames of an image along one data axis.
-
-    Attributes
-    ----------
-    layer : napari.layers.Image
-    axis : int
-        The data axis of the frames (a not-displayed axis).
-    template : SliceInfo
-        The displayed slice; frame ``i`` is this slice with ``axis`` at ``i``.
-    contrast_limits : (float, float) or None
-    rgb : bool
-    model : str
-        The model key of the embedding cache.
-    tiles : TileSpec or None
-        The frames' tiles, when the annotator tiles slices of this size.
-    window : Tile or None
-        For tiled frames: the tile every frame is tracked in (chosen from the object's
-        prompts when a run starts, see :func:`tracking_window`); None: the whole frame (its
-        overview embedding, when tiled).
-    """
-
-    layer: Image
-    axis: int
-    template: SliceInfo
-    contrast_limits: tuple[float, float] | None
-    rgb: bool
-    model: str
-    tiles: TileSpec | None = None
-    window: Tile | None = None
-
-    @property
-    def num_frames(self) -> int:
-        return self.template.shape_nd[self.axis]
-
-    @property
-    def fixed(self) -> tuple[tuple[int, int], ...]:
-        """``(axis, index)`` of the other not-displayed axes (held at the displayed step)."""
-        return tuple((a, i) for a, i in self.template.indices if a != self.axis)
-
-    @property
-    def key(self) -> tuple:
-        """Identity of the stack: a new key means a new tracking state."""
-        t = self.template
-        data = id(base_data(self.layer))  # replaced data is another stack
-        return (
-            layer_id(self.layer),
-            data,
-            self.axis,
-            self.fixed,
-            (t.rows_axis, t.cols_axis),
-            self.contrast_limits,
-            self.model,
-            self.tiles,
-            None if self.window is None else self.window.box,
-        )
-
-    @property
-    def frame_hw(self) -> tuple[int, int]:
-        """Height and width of what is tracked: the window, or the whole frame."""
-        return self.template.shape if self.window is None else self.window.hw
-
-    def to_window(self, prompts: Prompts) -> Prompts:
-        """Prompts in slice pixels -> in the tracked window's pixels."""
-        points, labels, box = prompts
-        points, box = to_window(points, box, self.window)
-        return points, labels, box
-
-    def to_frame(self, mask: np.ndarray) -> np.ndarray:
-        """A tracked (window-sized) mask -> a mask of the whole slice."""
-        return paste(mask[None], self.window, self.template.shape)[0]
-
-    def frame_slice(self, index: int) -> SliceInfo:
-        """The 2D slice of frame ``index``."""
-        t = self.template
-        indices = tuple((a, int(index) if a == self.axis else i) for a, i in t.indices)
-        return SliceInfo(t.shape_nd, t.rows_axis, t.cols_axis, indices)
-
-    def encode_request(self, index: int) -> EncodeRequest:
-        """What encoding frame ``index`` needs: the same request (and cache key) as a click."""
-        return EncodeRequest(
-            self.layer,
-            layer_id(self.layer),
-            self.frame_slice(index),
-            self.contrast_limits,
-            self.rgb,
-            tiles=self.tiles,
-        )
-
-
-class _LayerFrames:
-    """The frames of a :class:`StackSpec` (their window, when tiled) as a lazy
-    ``(T, H, W[, C])`` array-like."""
-
-    def __init__(self, spec: StackSpec) -> None:
-        self._spec = spec
-        self._data = base_data(spec.layer)
-        channels = (int(self._data.shape[-1]),) if spec.rgb else ()
-        self.shape = (spec.num_frames, *spec.frame_hw, *channels)
-        self.dtype = self._data.dtype
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        window = self._spec.window
-        rows, cols = (slice(None), slice(None)) if window is None else window.slices
-        return np.asarray(self._data[self._spec.frame_slice(int(index)).indexer(rows, cols)])
-
-
-def stack_spec(annotator: Annotator, axis: int | None = None) -> StackSpec:
-    """The stack through the displayed slice of the annotator's image.
-
-    Parameters
-    ----------
-    annotator : Annotator
-    axis : int, optional
-        Data axis of the image to propagate along; must not be displayed. Default: the first
-        not-displayed axis (the only one of a 3D image).
-
-    Raises
-    ------
-    AnnotatorError
-        No image, 3D view, a 2D image, or ``axis`` displayed.
-    """
-    image = annotator.image_layer
-    if image is None:
-        raise AnnotatorError(NO_IMAGE)
-    sl = annotator.current_slice()
-    free = [a for a, _ in sl.indices]
-    if not free:
-        raise AnnotatorError(
-            f"'{image.name}' is a single 2D image: propagation goes through a stack (a 3D image, "
-            "a time series...)."
-        )
-    if axis is None:
-        axis = free[0]
-    elif int(axis) not in free:
-        raise AnnotatorError(
-            f"Axis {axis} is displayed (or not an axis of '{image.name}'): propagate along one of "
-            f"the axes that are not displayed, {free}."
-        )
-    model = annotator.model_key
-    if model is None:
-        raise AnnotatorError("Load a model first (press Encode).")
-    tiles = annotator.embeddings.tiling.spec_for(sl.shape)
-    return StackSpec(image, int(axis), sl, contrast_limits(image), bool(image.rgb), model, tiles)
-
-
-def _window(spec: StackSpec, objects: dict[int, dict[int, Prompts]]) -> Tile | None:
-    """:func:`tracking_window` of all the objects' prompts together."""
-    every = [p for prompts in objects.values() for p in prompts.values()]
-    return tracking_window(spec, dict(enumerate(every)))
-
-
-def tracking_window(spec: StackSpec, prompts: dict[int, Prompts]) -> Tile | None:
-    """The tile a tiled stack's object is tracked in: the one that holds all its prompts (on
-    every frame) best, as for a click (:meth:`TileLayout.choose
-    <napari_sam2_webgpu.image.tiling.TileLayout.choose>`); None (the whole frame at the
-    overview's resolution) when they fit in no tile, or the stack is not tiled."""
-    if spec.tiles is None or not prompts:
-        return None
-    extent = prompt_extent(*(c for points, _, box in prompts.values() for c in (points, box)))
-    return spec.tiles.layout(spec.template.shape).choose(extent)
-
-
-Prompts = tuple[Any, Any, Any]  # points (N, 2) xy, labels (N,), box (4,); None where absent
-
-
-def _signature(prompts: Prompts) -> tuple:
-    return tuple(None if p is None else np.asarray(p, dtype=float).tobytes() for p in prompts)
-
-
-def stack_prompts(
-    annotator: Annotator, spec: StackSpec, obj_id: int | None = None
-) -> dict[int, Prompts]:
-    """An object's prompts on each frame of the stack, as a click on that frame would decode
-    them (default: the current object's)."""
-    frames: set[int] = set()
-    layer = annotator.prompts_layer
-    if layer is not None and layer in annotator.viewer.layers and len(layer.data):
-        frames.update(np.round(np.asarray(layer.data)[:, spec.axis]).astype(int).tolist())
-    box = annotator.box_layer
-    if box is not None and box in annotator.viewer.layers:
-        for vertices in box.data:
-            if len(vertices):
-                frames.add(int(np.round(np.asarray(vertices)[0, spec.axis])))
-    out = {}
-    for frame in sorted(f for f in frames if 0 <= f < spec.num_frames):
-        prompts = annotator.slice_prompts(spec.frame_slice(frame), obj_id)
-        if prompts[0] is not None or prompts[2] is not None:
-            out[frame] = prompts
-    return out
-
-
-def stack_objects(annotator: Annotator, spec: StackSpec) -> dict[int, dict[int, Prompts]]:
-    """Every object's prompts on the stack's frames: ``{object_id: {frame: prompts}}``, for
-    the objects that have some (sorted by id)."""
-    ids = annotator.prompted_objects or [annotator.object_id]
-    out = {}
-    for obj_id in ids:
-        prompts = stack_prompts(annotator, spec, obj_id)
-        if prompts:
-            out[obj_id] = prompts
-    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -832,6 +630,63 @@ class PropagationController:
             if (obj_id, frame) in flagged
         ]
         return min(frames) if frames else None
+
+    def go_to(self, flag: ReviewFlag) -> None:
+        """Show a review flag: step the viewer to its slice (of the last run's stack) and make
+        its object the current one (a click there corrects it).
+
+        Raises
+        ------
+        AnnotatorError
+            No propagation ran, or its image is gone.
+        """
+        run = self.last_run
+        annotator = self.annotator
+        if run is None or run.spec.layer not in annotator.viewer.layers:
+            raise AnnotatorError("Nothing to review: propagate first.")
+        layer, axis = run.spec.layer, run.spec.axis
+        viewer = annotator.viewer
+        data = np.asarray(layer.world_to_data(viewer.dims.point), dtype=float)
+        data[axis] = int(flag.frame)
+        world = layer.data_to_world(data)
+        offset = viewer.dims.ndim - layer.ndim  # the layer's axes are the last world axes
+        viewer.dims.set_point(offset + axis, world[axis])
+        annotator.object_id = int(flag.object_id)
+
+    def tracks(self, ids: Any = None) -> np.ndarray:
+        """The tracks of the last run's stack, read from its Labels layer: ``(N, 5)`` rows of
+        object id, slice, centroid row and column (of the displayed slice), area (see
+        :func:`napari_sam2_webgpu.tracks.label_tracks`).
+
+        Parameters
+        ----------
+        ids : iterable of int, optional
+            Only these objects (default: every label on the stack, propagated or not).
+
+        Raises
+        ------
+        AnnotatorError
+            No propagation ran, its layers are gone, or no object is on the stack.
+        """
+        from .tracks import stack_tracks
+
+        run = self.last_run
+        viewer = self.annotator.viewer
+        if run is None or run.labels not in viewer.layers:
+            raise AnnotatorError("No tracks yet: propagate first (the tracks are its objects).")
+        tracks = stack_tracks(run.labels, run.spec, ids)
+        if not len(tracks):
+            raise AnnotatorError(f"No object on the stack of '{run.labels.name}' to track.")
+        return tracks
+
+    def show_tracks(self, ids: Any = None) -> Any:
+        """Add (or update) the Tracks layer "<labels> tracks" of :meth:`tracks`: one track
+        per object id, centroids per slice. Returns the layer."""
+        from .tracks import show_tracks
+
+        run = self.last_run
+        tracks = self.tracks(ids)
+        return show_tracks(self.annotator.viewer, run.labels, run.spec, tracks)
 
     def review(self) -> list[ReviewFlag]:
         """The slices to check of every tracked object: where it is lost, reappears or its

@@ -18,9 +18,12 @@ SHORTCUTS = {
     "Shift-C": "clear",
     "T": "toggle_polarity",
     "N": "next_object",
+    "P": "propagate",
     "Control-Z": "undo",
 }
-SHORTCUT_HELP = "C commit · Shift+C clear · T positive/negative · N next object · Ctrl+Z undo"
+SHORTCUT_HELP = (
+    "C commit · Shift+C clear · T positive/negative · N next object · P propagate · Ctrl+Z undo"
+)
 
 
 class KeyBindings:

@@ -17,7 +17,9 @@ From napari's console (``viewer.window.add_plugin_dock_widget`` returns the widg
     w.add_point((120.0, 200.0))       # world coordinates, napari's axis order
     w.add_point((130.0, 260.0), positive=False)
     w.commit()
-    w.propagate("both", wait=True)    # stacks: the current object through every slice
+    w.propagate("both", wait=True)    # stacks: every prompted object through every slice
+    w.review()                        # the slices to check (lost, reappears, low score)
+    w.add_tracks(); w.export_tracks("tracks.csv")  # a Tracks layer, a CSV of centroids
     w.segment_all("stack", wait=True) # every object of every slice, into a new Labels layer
     w.set_tiling("auto")              # big slices as tiles at full resolution
     w.use_store(); w.precompute_embeddings(wait=True)  # every slice encoded, on disk
@@ -29,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Tracks
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QWidget
 
@@ -53,6 +55,7 @@ from .layer_choices import NEW_LABELS
 from .lifecycle import Lifecycle
 from .panels import CUSTOM
 from .propagation import PropagationRunner
+from .review import ReviewPanel, ReviewTable
 from .segment_all import SegmentAllPanel, SegmentAllRunner
 from .shortcuts import SHORTCUT_HELP, KeyBindings
 from .status import describe_object, error_message, with_error
@@ -63,6 +66,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .._napari.tiling import TilingSettings
     from ..image import ImageEmbedding, Sam2Predictor
+    from ..video import ReviewFlag
 
 
 __all__ = ["HELP", "NEW_LABELS", "Sam2Widget"]
@@ -153,6 +157,7 @@ class Sam2Widget(QWidget):
             alive=self._alive,
             on_change=self._refresh_status,
         )
+        self.review_table = ReviewTable(self.review_panel, self.propagation, self.errors.guard)
         self._wiring = DockWiring(
             self, self._view, self._keys, alive=self._alive, defer=self._defer
         )
@@ -175,6 +180,10 @@ class Sam2Widget(QWidget):
         self.layout().insertWidget(self.layout().indexOf(self.messages), self.segment_all_panel)
         self.large_images_panel = LargeImagesPanel()  # collapsed: most images are not large
         self.layout().insertWidget(self.layout().indexOf(self.messages), self.large_images_panel)
+        self.review_panel = ReviewPanel()  # under Propagate
+        self.layout().insertWidget(
+            self.layout().indexOf(self.propagation_row) + 1, self.review_panel
+        )
         self._view.bind_settings(self.annotator)
 
     def _defer(self, fn: Callable[[], None]) -> None:
@@ -389,9 +398,10 @@ class Sam2Widget(QWidget):
         self._refresh_status()
         return started
 
-    def clear(self) -> None:
-        """Remove the prompts and the preview (committed labels are untouched)."""
-        self.annotator.clear()
+    def clear(self, all_objects: bool = False) -> None:
+        """Remove the current object's prompts (``all_objects``: every object's) and the
+        preview; committed labels are untouched."""
+        self.annotator.clear(all_objects)
 
     def undo(self) -> bool:
         """Undo the last change of :attr:`labels_layer` (napari's undo, as Ctrl+Z there).
@@ -401,7 +411,9 @@ class Sam2Widget(QWidget):
         return self._commits.undo()
 
     def next_object(self) -> int:
-        """Set :attr:`object_id` to the next free id (largest label + 1); returns it."""
+        """Start another object: :attr:`object_id` moves to the next free id (past the largest
+        label and every prompted object); the prompts before stay with their object (to
+        propagate several objects together). Returns the new id."""
         return self.annotator.next_object()
 
     def wait_for_decode(self, timeout: float | None = None) -> None:
@@ -416,14 +428,16 @@ class Sam2Widget(QWidget):
     def propagate(
         self, direction: str | None = None, *, axis: int | None = None, wait: bool = False
     ) -> PropagationRun | None:
-        """Propagate the current object through the stack, in a worker thread.
+        """Propagate every prompted object through the stack, together, in a worker thread.
 
-        Each tracked slice is written into :attr:`labels_layer` under :attr:`object_id` as
-        commits are; the run is one undo step. ``direction`` ("forward", "backward", "both";
-        default: the widget's choice), ``axis`` (default: the first one not displayed), ``wait``
-        (block until the run ends). Returns the run, or None when it cannot start (the reason
-        is in :attr:`last_error`); ValueError for a wrong direction or axis. More in
-        docs/user-guide.md, "Propagating through a stack".
+        Each tracked slice is written into :attr:`labels_layer`, every object under its own id
+        (the current one under :attr:`object_id`; :meth:`next_object` starts another one and
+        keeps the prompts before) as commits are; the run is one undo step. ``direction``
+        ("forward", "backward", "both"; default: the widget's choice), ``axis`` (default: the
+        first one not displayed), ``wait`` (block until the run ends). Returns the run, or
+        None when it cannot start (the reason is in :attr:`last_error`); ValueError for a
+        wrong direction or axis. More in docs/user-guide.md, "Propagating through a stack"
+        and "Many objects, and reviewing a propagation".
         """
         if direction is not None:
             self.direction_combo.setCurrentText(check_direction(direction))
@@ -443,6 +457,54 @@ class Sam2Widget(QWidget):
     def cancel_propagation(self) -> None:
         """Stop the propagation after the slice being computed; slices written stay."""
         self._propagation_runner.cancel()
+
+    def review(self) -> list[ReviewFlag]:
+        """The slices to check after propagating: per object, where it is lost, reappears or
+        its predicted IoU is low or drops (the "Propagation review" table's rows)."""
+        return self.propagation.review()
+
+    def go_to(self, flag: ReviewFlag | int) -> None:
+        """Show a review flag (or the table's row ``flag``): its slice, its object current."""
+        if isinstance(flag, int):
+            flags = self.review()
+            if not 0 <= flag < len(flags):
+                raise ValueError(f"row {flag} is not in the review table ({len(flags)} rows)")
+            flag = flags[flag]
+        self.errors.guard(self.propagation.go_to, flag)
+
+    def add_tracks(self, ids: Any = None) -> Tracks | None:
+        """The Tracks layer of the last propagation's stack ("<labels> tracks": each object's
+        centroid per slice, one track per id; default every label there). None, with the
+        reason in :attr:`last_error`, when there is none."""
+        return self.errors.guard(self.propagation.show_tracks, ids)
+
+    def export_tracks(
+        self, path: str | Path, ids: Any = None, *, overwrite: bool = False
+    ) -> Path | None:
+        """Write the same tracks as CSV (track_id, frame, y, x, area). An existing file is
+        kept unless ``overwrite`` (ValueError). Returns the path, or None (see
+        :attr:`last_error`)."""
+        from ..tracks import write_tracks_csv
+
+        if Path(path).exists() and not overwrite:
+            raise ValueError(f"{path} exists: pass overwrite=True to replace it.")
+        tracks = self.errors.guard(self.propagation.tracks, ids)
+        if tracks is None:
+            return None
+        return write_tracks_csv(path, tracks, overwrite=True)
+
+    @property
+    def stop_after_lost(self) -> int | None:
+        """Propagation stops tracking an object once it has been absent this many slices in a
+        row (None: never; the review section's spin box)."""
+        return self.propagation.stop_after_lost
+
+    @stop_after_lost.setter
+    def stop_after_lost(self, value: int | None) -> None:
+        value = 0 if value is None else int(value)
+        if value < 0:
+            raise ValueError(f"stop_after_lost must be at least 1 (or None), got {value}")
+        self.review_panel.stop_spin.setValue(value)
 
     # ------------------------------------------------------------- console API: segment all
     def segment_all(

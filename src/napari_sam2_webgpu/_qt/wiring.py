@@ -115,6 +115,7 @@ class DockWiring:
         self._view.show_status(facts, running, reason)
         widget.segment_all_runner.refresh()
         widget.large_images_runner.refresh()
+        widget.review_table.refresh()
 
     def encode_or_cancel(self) -> None:
         """The Encode button: Cancel while a load or an encode runs."""
