@@ -591,6 +591,7 @@ def test_parser_has_every_subcommand_in_help_order():
     names.insert(names.index("segment") + 1, "segment-all")
     names.insert(names.index("segment-all") + 1, "refine")
     names.insert(names.index("propagate") + 1, "embed")
+    names[names.index("propagate") + 1 : names.index("propagate") + 1] = ["tracks", "replay"]
     names += ["to-coco", "from-coco"]
     assert "{" + ",".join(names) + "}" in parser.format_help()
     required = {"segment": ["x.png", "--out", "o.npy"], "propagate": ["s.npy", "--frame", "0"]}
@@ -601,6 +602,8 @@ def test_parser_has_every_subcommand_in_help_order():
     required["refine"] = ["x.tif", "l.tif", "--out", "o.tif"]
     required["to-coco"] = ["x.png", "--out", "o.json"]
     required["from-coco"] = ["c.json", "--out-dir", "d"]
+    required["tracks"] = ["l.tif", "--out", "t.csv"]
+    required["replay"] = ["l.prompts.json", "x.tif", "--out", "o.tif"]
     for name in names:
         args = parser.parse_args([name, *required.get(name, [])])
         assert args.command == name

@@ -766,6 +766,86 @@ def _cmd_tracks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recorded_size(model: str | None) -> str | None:
+    """``"sam2.1 tiny"`` (a recording's model) -> ``"tiny"``; None when not a registry name."""
+    if not model:
+        return None
+    from .models import check_size
+
+    size = model.split()[-1]
+    try:
+        check_size(size)
+    except Exception:  # noqa: BLE001 - an installed or custom model: --model/--encoder say
+        return None
+    return size
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from .imagefiles import check_label_output, open_image, read_image, write_labels
+    from .replay import PromptRecording, compare_labels, replay
+
+    _check_model_args(args)
+    try:
+        recording = PromptRecording.load(args.prompts)
+    except (OSError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    out = check_label_output(
+        args.out, max_label=2**32 - 1, inputs=[args.image, args.prompts], overwrite=args.overwrite
+    )
+    reference = args.reference
+    if reference is None:  # the labels saved with the sidecar, when they are there
+        stem = Path(args.prompts).name.removesuffix(".prompts.json")
+        found = [
+            p
+            for p in (Path(args.prompts).with_name(stem + ext) for ext in (".tif", ".tiff", ".npy"))
+            if p.is_file()
+        ]
+        reference = str(found[0]) if found else None
+    if args.model is None and not args.encoder:
+        args.model = _recorded_size(recording.header.get("model")) or "tiny"
+    image = open_image(args.image)
+    initial = None if args.initial is None else read_image(args.initial)
+    needs_video = "propagate" in recording.counts()
+    if needs_video:
+        propagator = _load_propagator(args)
+        predictor = propagator.predictor
+    else:
+        propagator, predictor = None, _load_predictor(args)
+    header = recording.header
+    print(
+        f"replaying {len(recording.events)} events ({recording.counts()}) recorded with "
+        f"{header.get('model')} on {header.get('backend')}; model {predictor.name} on "
+        f"{predictor.backend_info.describe()}",
+        file=sys.stderr,
+    )
+    labelled = header.get("initial_labelled")
+    if initial is None and labelled:
+        print(
+            f"note: the Labels layer had {labelled} labelled pixels before the first recorded "
+            "step; pass them with --initial for an exact replay",
+            file=sys.stderr,
+        )
+
+    def progress(done: int, total: int) -> None:
+        print(f"\revent {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
+    try:
+        labels = replay(
+            recording, image, predictor, propagator=propagator, initial=initial, progress=progress
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    print(file=sys.stderr)
+    write_labels(out, labels)
+    print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
+    if reference is None:
+        return 0
+    difference = compare_labels(labels, read_image(reference))
+    print(f"against {reference}: {difference.describe()}")
+    return 0 if difference.identical else 3
+
+
 def _cmd_from_coco(args: argparse.Namespace) -> int:
     from .coco import iter_coco_images, read_coco
     from .imagefiles import check_label_output, write_labels
@@ -823,6 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_refine_command,
         _add_propagate_command,
         _add_tracks_command,
+        _add_replay_command,
         _add_embed_command,
         _add_convert_command,
         _add_export_command,
@@ -1035,6 +1116,32 @@ def _add_tracks_command(subcommands: Any) -> None:
     p.add_argument("--ids", metavar="ID,ID,...", help="only these labels (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_tracks)
+
+
+def _add_replay_command(subcommands: Any) -> None:
+    p = subcommands.add_parser(
+        "replay",
+        help="reproduce an annotation session's labels from its recorded prompts "
+        "(LABELS.prompts.json, saved by the widget) on any backend, and report any difference",
+    )
+    p.add_argument("prompts", help="the recording: LABELS.prompts.json")
+    p.add_argument("image", help="the image it was made on (.tif, .npy, OME-Zarr, ...)")
+    p.add_argument("--out", required=True, help="output label image (.tif, .npy)")
+    p.add_argument(
+        "--reference",
+        help="labels to compare with (default: the labels file saved beside the prompts); "
+        "exit status 3 when pixels differ",
+    )
+    p.add_argument(
+        "--initial", help="the labels the session started from (e.g. Cellpose output it refined)"
+    )
+    _add_model_options(
+        p,
+        "model size (default: the recording's) or the name of an installed model",
+        "custom encoder ONNX (with --decoder; memory files next to it for propagations)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_replay, model=None)
 
 
 def _add_embed_command(subcommands: Any) -> None:

@@ -133,7 +133,9 @@ def test_manifest_contributions():
 
     manifest = PluginManifest.from_file(REPO / "napari.yaml")
     commands = {c.id: c.python_name for c in manifest.contributions.commands}
-    (writer,) = manifest.contributions.writers
+    writer, labels_writer = manifest.contributions.writers
+    assert commands[labels_writer.command].endswith("recording:write_labels_with_prompts")
+    assert labels_writer.filename_extensions == [".tif", ".tiff", ".npy"]
     assert writer.filename_extensions == [".json"]
     assert writer.display_name == "COCO instances (JSON)"
     assert [str(t) for t in writer.layer_types] == ["labels+"]

@@ -109,4 +109,10 @@ def test_two_objects_one_propagate_and_the_review_table(dock, qtbot, notes, tmp_
     with pytest.raises(ValueError, match="exists"):
         widget.export_tracks(path)
     assert widget.review_table.export(str(path), [OBJECT]) == path  # the dialog's path
+
+    # The session's prompts are recorded with the labels and saved beside them.
+    saved = widget.save_labels(tmp_path / "manual.tif")
+    assert [p.rsplit("/", 1)[-1] for p in saved] == ["manual.tif", "manual.prompts.json"]
+    with pytest.raises(ValueError, match="exists"):
+        widget.save_labels(tmp_path / "manual.tif")
     assert not notes.messages("error")

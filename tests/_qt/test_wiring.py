@@ -40,6 +40,7 @@ CONSOLE_METHODS = {
     "propagate",
     "cancel_propagation",
     "segment_all",
+    "refine_selected",
 }
 
 
@@ -82,6 +83,7 @@ class FakeWidget:
             refresh=lambda: None,
         )
         self.large_images_runner = SimpleNamespace(busy=False, refresh=lambda: None)
+        self.review_table = SimpleNamespace(refresh=lambda: None)
         self.cache = type("Cache", (), {"__len__": lambda self: 0, "nbytes": 0})()
 
     def __getattr__(self, name: str):
@@ -101,7 +103,10 @@ def _view() -> tuple[SimpleNamespace, list]:
         ),
         object_panel=SimpleNamespace(labels_combo=FakeCombo(), next_button=FakeButton()),
         actions_row=SimpleNamespace(
-            commit_button=FakeButton(), clear_button=FakeButton(), undo_button=FakeButton()
+            commit_button=FakeButton(),
+            clear_button=FakeButton(),
+            undo_button=FakeButton(),
+            refine_button=FakeButton(),
         ),
         propagation_row=SimpleNamespace(propagate_button=FakeButton()),
         show_status=lambda facts, running, reason: shown.append((facts, running, reason)),
@@ -120,9 +125,10 @@ def _wiring(alive: bool = True):
 def test_buttons_call_the_console_methods():
     _, widget, view, _, _ = _wiring()
     view.object_panel.next_button.clicked.emit(False)
-    for name in ("commit", "clear", "undo"):
+    for name in ("commit", "clear", "undo", "refine"):
         getattr(view.actions_row, f"{name}_button").clicked.emit(False)
-    assert widget.calls == [("next_object",), ("commit",), ("clear",), ("undo",)]
+    calls = [("next_object",), ("commit",), ("clear",), ("undo",), ("refine_selected",)]
+    assert widget.calls == calls
     widget.segment_all_button()
     assert widget.calls[-1] == ("segment_all",)
 

@@ -39,6 +39,7 @@ from .errors import AnnotatorError
 from .large_images import LargeImages
 from .preview import Preview
 from .prompt_layers import PromptLayers
+from .recording import PromptRecorder
 from .refining import Refinement, start_refinement
 from .segmented_image import SegmentedImage
 from .slices import SliceInfo, same_geometry
@@ -139,6 +140,7 @@ class Annotator:
         )
         self.large = LargeImages(self)
         self.refinement: Refinement | None = None  # a label being refined (see refine())
+        self.recorder = PromptRecorder(self)  # prompts kept with the Labels layer
 
     def close(self) -> None:
         """Disconnect from the viewer and its layers (the layers stay)."""
@@ -541,11 +543,23 @@ class Annotator:
             No mask, no image, or a Labels layer of another shape (nothing is written).
         """
         sl, mask = self.preview.slice, self.preview_mask
+        request = self._preview_decoder.last_request
         refinement = self.refinement
-        if refinement is not None and refinement.applies_to(sl):
+        value, overwrite = self.object_id, bool(self.overwrite)
+        if refinement is None or not refinement.applies_to(sl):
+            refinement = None
+        existing = refinement.layer if refinement is not None else self.target.in_viewer()
+        if existing is not None and mask is not None:
+            self.recorder.begin(existing)
+        if refinement is not None:
             painted = refinement.commit(mask)
         else:
-            painted = self.target.commit(mask, sl, self.image.layer, self.overwrite)
+            painted = self.target.commit(mask, sl, self.image.layer, overwrite)
+        labels = refinement.layer if refinement is not None else self.target.in_viewer()
+        if labels is not None and request is not None:
+            if existing is None:
+                self.recorder.begin(labels, labelled=0)  # the commit created it
+            self.recorder.commit(labels, request, value, overwrite and not refinement, refinement)
         self.clear()
         self.next_object()
         self.events.status()
@@ -571,6 +585,7 @@ class Annotator:
         """
         done = self.target.undo()
         if done:
+            self.recorder.undo(self.labels_layer)
             self.events.status()
         return done
 

@@ -280,6 +280,7 @@ class PreviewDecoder:
         self.last_decode_seconds: float | None = None
         self.last_latency_seconds: float | None = None
         self.last_score: float | None = None
+        self.last_request: DecodeRequest | None = None  # of the mask in the preview
 
     def request(self) -> None:
         """Decode the displayed prompts (the newest request wins)."""
@@ -289,6 +290,7 @@ class PreviewDecoder:
         """Show no mask (and no score for it)."""
         self.annotator.preview.clear()
         self.last_score = None
+        self.last_request = None
 
     def prepare(self, generation: int) -> DecodeRequest | None:
         """The scheduler's ``prepare``: the displayed prompts, or None (and say why)."""
@@ -364,6 +366,7 @@ class PreviewDecoder:
             raise AnnotatorError(NO_IMAGE)
         if a.preview.show(image, result.request.slice, result.mask, self.insert_index):
             a.events.layers()
+        self.last_request = result.request  # what the preview shows: recorded at commit
         self.last_score = result.score
         self.last_decode_seconds = result.seconds
         self.last_latency_seconds = self.scheduler.clock() - result.request.started

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from napari.layers import Labels
 
+from ..replay import write_objects_plane
 from .errors import AnnotatorError
 from .slices import SliceInfo
 
@@ -259,15 +260,7 @@ def write_objects(
     """
     labels = group.labels
     region = np.asarray(labels.data[sl.indexer()])
-    new = region.copy()
-    for value, mask in masks.items():
-        new[(region == value) & ~mask] = 0
-    taken = np.zeros(region.shape, dtype=bool)
-    for value in sorted(masks):
-        mask = masks[value] & ~taken
-        allowed = mask if overwrite else mask & ((new == 0) | (new == value))
-        new[allowed] = value
-        taken |= allowed
+    new = write_objects_plane(region, masks, overwrite)
     changed = new != region
     group.open()
     for value in np.unique(new[changed]):

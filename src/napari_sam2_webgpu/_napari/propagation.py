@@ -222,6 +222,7 @@ class PropagationRun:
     controller: PropagationController
     start_frame: int | None = None
     stop_after_lost: int | None = None
+    state_number: int = 0  # which tracking state the run used (recorded for replay)
     total: int = 0
     done: int = 0
     frames_written: list[int] = field(default_factory=list)
@@ -271,6 +272,7 @@ class PropagationRun:
         controller = self.controller
         propagator = controller._ensure_propagator()
         state = controller._ensure_state(self.spec, propagator)
+        self.state_number = controller._state_number
         for other in [o for o in state.obj_ids if o not in self.object_ids]:
             # Its prompts are gone from the layers: a finished (or cleared) object.
             propagator.remove_object(state, other)
@@ -400,6 +402,7 @@ class PropagationController:
         # Object id -> {frame: prompt signature} that the tracking state holds.
         self._synced: dict[int, dict[int, tuple]] = {}
         self._encoded = 0
+        self._state_number = 0  # counts the tracking states made (a new one: fresh memory)
 
     # -- the model ------------------------------------------------------------------------------
     def set_model(self, predictor: Sam2Predictor | None, size: str | None = None) -> None:
@@ -432,6 +435,7 @@ class PropagationController:
     def _ensure_state(self, spec: StackSpec, propagator: Sam2Propagator) -> StackState:
         if self._state is None or self._state_key != spec.key:
             self._drop_state()
+            self._state_number += 1
             self._state = propagator.init_state(
                 _LayerFrames(spec),
                 rgb=spec.rgb,
@@ -527,6 +531,9 @@ class PropagationController:
         self._synced.pop(int(obj_id), None)
         self.scores.pop(int(obj_id), None)
         if self._state is not None and self._propagator is not None and self.run is None:
+            if int(obj_id) in self._state.objects:
+                labels = None if self.last_run is None else self.last_run.labels
+                self.annotator.recorder.forget(labels, int(obj_id), self._state_number)
             self._propagator.remove_object(self._state, int(obj_id))
 
     def finish_object(self) -> int:
@@ -607,6 +614,7 @@ class PropagationController:
             stop_after_lost=self.stop_after_lost,
         )
         run._encoded_before = self._encoded
+        annotator.recorder.begin(labels)
         self.run = run
         return run
 
@@ -717,6 +725,8 @@ class PropagationController:
         run._history_item = run._undo_group.item
         run.seconds = time.perf_counter() - run.started
         run.frames_encoded = self._encoded - run._encoded_before
+        if run.state_number:  # it reached the tracking state: replayable
+            self.annotator.recorder.propagation(run)
         if self.run is run:
             self.run = None
         if run.error is not None:

@@ -26,7 +26,7 @@ CONTROLS = {
     "object_panel": (
         "labels_combo id_spin next_button multimask_check overwrite_check polarity_button"
     ),
-    "actions_row": "commit_button clear_button undo_button",
+    "actions_row": "commit_button clear_button undo_button refine_button",
     "propagation_row": "direction_combo propagate_button",
     "messages": "error_label status_label",
 }

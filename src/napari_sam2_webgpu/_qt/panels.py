@@ -221,7 +221,7 @@ class ObjectPanel(QWidget):
 
 
 class ActionsRow(QWidget):
-    """Commit, Clear and Undo."""
+    """Commit, Clear, Undo and Refine label."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -230,7 +230,17 @@ class ActionsRow(QWidget):
         self.commit_button = QPushButton("Commit (C)")
         self.clear_button = QPushButton("Clear (⇧C)")
         self.undo_button = QPushButton("Undo (^Z)")
-        for button in (self.commit_button, self.clear_button, self.undo_button):
+        self.refine_button = QPushButton("Refine label")
+        self.refine_button.setToolTip(
+            "Refine the label selected in the Labels layer (napari's label box or its picker) "
+            "on this slice: its mask is SAM2's prompt, clicks correct it, Commit replaces it."
+        )
+        for button in (
+            self.commit_button,
+            self.clear_button,
+            self.undo_button,
+            self.refine_button,
+        ):
             row.addWidget(button)
 
 

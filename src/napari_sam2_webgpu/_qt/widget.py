@@ -398,6 +398,17 @@ class Sam2Widget(QWidget):
         self._refresh_status()
         return started
 
+    def refine_selected(self) -> bool:
+        """The Refine label button: refine the label selected in the active Labels layer (the
+        target layer when the active layer is not a Labels layer), as :meth:`refine`."""
+        active = self.viewer.layers.selection.active
+        layer = active if isinstance(active, Labels) and active is not self.preview_layer else None
+        layer = layer if layer is not None else self.labels_layer
+        if layer is None:
+            self.errors.fail("Select the Labels layer that holds the label to refine.")
+            return False
+        return self.refine(int(layer.selected_label), layer)
+
     def clear(self, all_objects: bool = False) -> None:
         """Remove the current object's prompts (``all_objects``: every object's) and the
         preview; committed labels are untouched."""
@@ -492,6 +503,20 @@ class Sam2Widget(QWidget):
         if tracks is None:
             return None
         return write_tracks_csv(path, tracks, overwrite=True)
+
+    def save_labels(self, path: str | Path, *, overwrite: bool = False) -> list[str]:
+        """Save :attr:`labels_layer` (.tif, .npy) with its recorded prompts beside it
+        (``NAME.prompts.json``, what ``napari-sam2-webgpu replay`` reads), as File > Save with
+        "Labels with SAM2 prompts" does. ValueError when there is no Labels layer, or the file
+        exists and ``overwrite`` is False. Returns the files written."""
+        from .._napari.recording import write_labels_with_prompts
+
+        labels = self.labels_layer
+        if labels is None:
+            raise ValueError("No Labels layer to save: commit or choose one first.")
+        if Path(path).exists() and not overwrite:
+            raise ValueError(f"{path} exists: pass overwrite=True to replace it.")
+        return write_labels_with_prompts(str(path), labels.data, {"metadata": labels.metadata})
 
     @property
     def stop_after_lost(self) -> int | None:

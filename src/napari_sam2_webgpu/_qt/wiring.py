@@ -83,6 +83,7 @@ class DockWiring:
         actions.commit_button.clicked.connect(lambda: widget.commit())
         actions.clear_button.clicked.connect(lambda: widget.clear())
         actions.undo_button.clicked.connect(lambda: widget.undo())
+        actions.refine_button.clicked.connect(lambda: widget.refine_selected())
         self._view.propagation_row.propagate_button.clicked.connect(self.propagate_or_cancel)
         widget.segment_all_runner.connect(lambda: widget.segment_all())
 
