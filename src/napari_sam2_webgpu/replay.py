@@ -12,7 +12,9 @@ them: points ``(x, y)``, boxes ``x0, y0, x1, y1``):
 
 - ``commit``: the slice (``shape``, ``rows_axis``, ``cols_axis``, ``indices`` of the
   not-displayed axes), ``object_id``, ``points``, ``labels``, ``box``, ``multimask``,
-  ``overwrite``, ``contrast_limits``, ``rgb``, ``tiles`` (tile size and halo, or null);
+  ``overwrite``, ``contrast_limits``, ``rgb``, ``tiles`` (tile size and halo, or null); a
+  mask the tracking memory made (a corrected slice of a propagated object) is kept as
+  ``conditioned_mask`` (COCO RLE), as it depends on the whole propagation;
 - ``refine``: the same, plus the label's mask prompt (``mask``: COCO RLE of the label's pixels
   on the slice when refining started);
 - ``propagate``: the stack (``axis`` and the ``template`` slice), the tracking ``state`` (a new
@@ -360,6 +362,11 @@ class _Replayer:
     def commit(self, event: Mapping[str, Any]) -> None:
         sl = event["slice"]
         index = _indexer(sl)
+        if "conditioned_mask" in event:  # made by the tracking memory: kept as it was
+            from .coco import decode_rle
+
+            self._write_commit(index, decode_rle(event["conditioned_mask"]), event)
+            return
         embedding = self._embedding(self.image[index], event)
         points, point_labels = _array(event.get("points")), _array(event.get("labels"), np.int64)
         box = _array(event.get("box"))
@@ -384,9 +391,12 @@ class _Replayer:
             multimask_output=bool(event.get("multimask", True)),
             embedding=embedding,
         )
+        self._write_commit(index, mask, event)
+
+    def _write_commit(self, index: tuple, mask: np.ndarray, event: Mapping[str, Any]) -> None:
         region = np.array(self.labels[index])
         value = int(event["object_id"])
-        if refine:
+        if event["kind"] == "refine":
             new = write_objects_plane(region, {value: mask}, overwrite=False)
         else:
             paint_plane(region, mask, value, bool(event.get("overwrite")))

@@ -546,3 +546,36 @@ def test_tracks_layer_of_the_propagated_objects(stack_setup, tmp_path):
     assert len(viewer.layers) == len({lay.name for lay in viewer.layers})
     path = write_tracks_csv(tmp_path / "t.csv", tracks)
     np.testing.assert_allclose(read_tracks_csv(path), tracks, atol=1e-3)
+
+
+def test_the_preview_on_a_correction_slice_is_memory_conditioned(stack_setup):
+    """After propagating, the preview of a tracked slice is what tracking made of it; a
+    correction there previews the memory-conditioned mask, which the next run keeps."""
+    viewer, image, labels, before, annotator, controller = stack_setup
+    point_on(viewer, image, annotator, 1)
+    controller.propagate("forward")
+    viewer.dims.set_current_step(0, 1)
+    annotator.request_decode()
+    np.testing.assert_array_equal(annotator.preview_mask, controller._state.masks(1)[OBJECT])
+
+    point_on(viewer, image, annotator, 3, row=5, col=5, positive=False)  # the correction
+    preview = annotator.preview_mask.copy()
+    spec = stack_spec(annotator)
+    points, point_labels, box = annotator.slice_prompts(spec.frame_slice(3))
+    expected = controller._propagator.preview_prompts(
+        controller._state, 3, OBJECT, points=points, labels=point_labels, box=box
+    )
+    np.testing.assert_array_equal(preview, expected)
+    assert controller._state.objects[OBJECT].pending == {}  # the preview changed nothing
+    controller.propagate("forward")
+    np.testing.assert_array_equal(controller._state.masks(3)[OBJECT], preview)
+    np.testing.assert_array_equal(labels.data[3] == OBJECT, preview & (before[3] != OTHER))
+
+    # A slice it was not tracked on (before the first prompt, forward only): decoded alone.
+    point_on(viewer, image, annotator, 0)
+    assert (
+        controller.memory_preview(
+            annotator.current_slice(), *annotator.slice_prompts(annotator.current_slice())
+        )
+        is None
+    )

@@ -52,7 +52,8 @@ def test_a_recorded_session_replays_exactly(stack_setup, micro_model_files, tmp_
     controller.propagate("backward")
 
     recording = recording_of(labels)
-    assert recording.counts() == {"commit": 2, "undo": 1, "refine": 1, "propagate": 3, "forget": 1}
+    counts = {"commit": 2, "undo": 1, "refine": 1, "propagate": 3, "forget": 1}
+    assert recording.counts() == counts
     assert recording.header["initial_labelled"] == int((before != 0).sum())
     assert recording.header["image"]["shape"] == list(image.data.shape)
     assert recording.header["backend"] == "cpu"
@@ -169,3 +170,27 @@ def test_writer_saves_the_sidecar_and_the_cli_replays_it(tmp_path, micro_model_f
     assert main([*args, "--reference", str(tmp_path / "edited.npy")]) == 3
     assert "9 of" in capsys.readouterr().out
     annotator.close()
+
+
+def test_a_memory_made_mask_is_replayed_as_recorded():
+    """A commit of a corrected slice's memory-conditioned preview keeps the mask itself (it
+    depends on the whole propagation): replay paints it without a model, by the commit rule."""
+    from napari_sam2_webgpu.coco import encode_rle
+    from napari_sam2_webgpu.replay import slice_record
+
+    mask = np.zeros((6, 7), bool)
+    mask[1:4, 2:5] = True
+    before = np.zeros((2, 6, 7), np.uint8)
+    before[1, 1, 2] = 9  # another label: kept (no overwrite)
+    event = {
+        "kind": "commit",
+        "slice": slice_record((2, 6, 7), 1, 2, [(0, 1)]),
+        "object_id": 4,
+        "overwrite": False,
+        "conditioned_mask": encode_rle(mask),
+    }
+    recording = PromptRecording({"image": {"shape": [2, 6, 7]}}, [event, {"kind": "undo"}, event])
+    out = replay(recording, np.zeros((2, 6, 7)), predictor=None, initial=before)
+    expected = before.copy()
+    expected[1][mask & (before[1] == 0)] = 4
+    np.testing.assert_array_equal(out, expected)

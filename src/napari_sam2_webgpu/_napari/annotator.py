@@ -141,6 +141,9 @@ class Annotator:
         self.large = LargeImages(self)
         self.refinement: Refinement | None = None  # a label being refined (see refine())
         self.recorder = PromptRecorder(self)  # prompts kept with the Labels layer
+        # ``memory_preview(slice, points, labels, box)``: a function computing a propagated
+        # object's memory-conditioned mask there, or None (set by the propagation controller).
+        self.memory_preview: Callable[..., Callable[[], np.ndarray] | None] | None = None
 
     def close(self) -> None:
         """Disconnect from the viewer and its layers (the layers stay)."""
@@ -559,7 +562,9 @@ class Annotator:
         if labels is not None and request is not None:
             if existing is None:
                 self.recorder.begin(labels, labelled=0)  # the commit created it
-            self.recorder.commit(labels, request, value, overwrite and not refinement, refinement)
+            self.recorder.commit(
+                labels, request, value, overwrite and not refinement, refinement, mask
+            )
         self.clear()
         self.next_object()
         self.events.status()

@@ -84,6 +84,9 @@ class DecodeRequest:
         The model that decodes it.
     mask_input : numpy.ndarray or None
         ``(1, 256, 256)`` logits of a mask prompt (a label being refined).
+    conditioned : callable or None
+        On a slice of a propagated stack: computes the object's memory-conditioned mask (what
+        the next propagation keeps there) instead of decoding the prompts alone.
     """
 
     generation: int
@@ -97,6 +100,7 @@ class DecodeRequest:
     embedding: ImageEmbedding | None = None
     predictor: Sam2Predictor | None = None
     mask_input: np.ndarray | None = None  # a mask prompt (refining a label), else None
+    conditioned: Callable[[], np.ndarray] | None = None
 
 
 @dataclass
@@ -129,6 +133,8 @@ def decode(request: DecodeRequest, clock: Callable[[], float]) -> DecodeResult:
     start = clock()
     encodes = needs_encoding(request)
     try:
+        if request.conditioned is not None:
+            return DecodeResult(request, request.conditioned(), None, clock() - start, None)
         # Only the best mask is upsampled to full size: what the preview shows.
         mask, score, _ = request.predictor.predict_best(
             point_coords=request.points,
@@ -311,9 +317,11 @@ class PreviewDecoder:
             self._ask_for_encode()
             return None
         height, width = sl.shape
-        embedding, mask_input = a.predictor.embedding, None
+        embedding, mask_input, conditioned = a.predictor.embedding, None, None
         if refinement is not None:  # the label's mask and box, and the clicks that correct it
             points, labels, box, mask_input = refinement.prompts(points, labels, embedding)
+        elif a.memory_preview is not None:  # a propagated object: its memory decides
+            conditioned = a.memory_preview(sl, points, labels, box)
         return DecodeRequest(
             generation,
             sl,
@@ -326,6 +334,7 @@ class PreviewDecoder:
             embedding=embedding,
             predictor=a.predictor,
             mask_input=mask_input,
+            conditioned=conditioned,
         )
 
     def _ask_for_encode(self) -> None:

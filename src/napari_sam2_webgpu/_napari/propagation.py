@@ -31,8 +31,9 @@ calling thread.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,6 +149,18 @@ def _has_object_pointers(predictor: Any) -> bool:
 
 # ------------------------------------------------------------------------------------------------
 # runs
+
+
+def _locked(steps: Iterator[Any], lock: threading.Lock) -> Iterator[Any]:
+    """``steps``, each computed while holding ``lock`` (a preview may read the state between
+    two frames, never during one)."""
+    while True:
+        with lock:
+            try:
+                step = next(steps)
+            except StopIteration:
+                return
+        yield step
 
 
 @dataclass
@@ -271,21 +284,26 @@ class PropagationRun:
     def _steps(self) -> Iterator[PropagationStep]:
         controller = self.controller
         propagator = controller._ensure_propagator()
-        state = controller._ensure_state(self.spec, propagator)
-        self.state_number = controller._state_number
-        for other in [o for o in state.obj_ids if o not in self.object_ids]:
-            # Its prompts are gone from the layers: a finished (or cleared) object.
-            propagator.remove_object(state, other)
-        for obj_id, frames in self.prompt_clears.items():
-            for frame in frames:
-                propagator.clear_prompts(state, frame, obj_id)
-                self.applied.setdefault(obj_id, {})[frame] = None
+        lock = controller._state_lock
+        with lock:
+            state = controller._ensure_state(self.spec, propagator)
+            self.state_number = controller._state_number
+            for other in [o for o in state.obj_ids if o not in self.object_ids]:
+                # Its prompts are gone from the layers: a finished (or cleared) object.
+                propagator.remove_object(state, other)
+            for obj_id, frames in self.prompt_clears.items():
+                for frame in frames:
+                    propagator.clear_prompts(state, frame, obj_id)
+                    self.applied.setdefault(obj_id, {})[frame] = None
         for obj_id, updates in self.prompt_updates.items():
             for frame, prompts in updates.items():
                 if self.cancelled:
                     return
                 points, labels, box = self.spec.to_window(prompts)
-                propagator.add_prompts(state, frame, obj_id, points=points, labels=labels, box=box)
+                with lock:
+                    propagator.add_prompts(
+                        state, frame, obj_id, points=points, labels=labels, box=box
+                    )
                 self.applied.setdefault(obj_id, {})[frame] = _signature(prompts)
         if self.cancelled:
             return
@@ -301,7 +319,7 @@ class PropagationRun:
             stop_after_lost=self.stop_after_lost,
         )
         try:
-            for done, (frame, masks) in enumerate(tracking, 1):
+            for done, (frame, masks) in enumerate(_locked(tracking, lock), 1):
                 self.done = done
                 scores = propagator.frame_scores(state, frame, masks)
                 for obj_id, score in scores.items():
@@ -403,6 +421,9 @@ class PropagationController:
         self._synced: dict[int, dict[int, tuple]] = {}
         self._encoded = 0
         self._state_number = 0  # counts the tracking states made (a new one: fresh memory)
+        # Held while the state changes or is read: runs and previews use different threads.
+        self._state_lock = threading.Lock()
+        annotator.memory_preview = self.memory_preview
 
     # -- the model ------------------------------------------------------------------------------
     def set_model(self, predictor: Sam2Predictor | None, size: str | None = None) -> None:
@@ -695,6 +716,52 @@ class PropagationController:
         run = self.last_run
         tracks = self.tracks(ids)
         return show_tracks(self.annotator.viewer, run.labels, run.spec, tracks)
+
+    def memory_preview(
+        self, sl: Any, points: Any, labels: Any, box: Any
+    ) -> Callable[[], np.ndarray] | None:
+        """The preview of a slice of the propagated stack, as the tracking memory sees it.
+
+        For the current object on a slice it was tracked on: its mask there when the slice's
+        prompts are those it was propagated with, else the memory-conditioned correction (what
+        the next propagation keeps on that slice). None elsewhere (the prompts are decoded
+        alone), and while a run goes on.
+
+        Returns
+        -------
+        callable or None
+            Computes the ``(H, W)`` mask of the slice (on a worker thread if slow).
+        """
+        state, propagator = self._state, self._propagator
+        if self.run is not None or state is None or propagator is None:
+            return None
+        obj_id = self.annotator.object_id
+        track = state.objects.get(obj_id)
+        if track is None:
+            return None
+        try:
+            spec = stack_spec(self.annotator)
+        except AnnotatorError:
+            return None
+        spec = replace(spec, window=_window(spec, stack_objects(self.annotator, spec)))
+        frame = dict(sl.indices).get(spec.axis)
+        if spec.key != self._state_key or frame is None or spec.frame_slice(frame).key != sl.key:
+            return None
+        if frame not in track.tracked and frame not in track.cond:
+            return None
+        prompts = (points, labels, box)
+        unchanged = self._synced.get(obj_id, {}).get(frame) == _signature(prompts)
+        window_prompts = spec.to_window(prompts)
+
+        def compute() -> np.ndarray:
+            with self._state_lock:
+                if unchanged:
+                    mask = state.masks(frame)[obj_id]
+                else:
+                    mask = propagator.preview_prompts(state, frame, obj_id, *window_prompts)
+            return spec.to_frame(mask)
+
+        return compute
 
     def review(self) -> list[ReviewFlag]:
         """The slices to check of every tracked object: where it is lost, reappears or its

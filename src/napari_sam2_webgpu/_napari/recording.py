@@ -129,8 +129,13 @@ class PromptRecorder:
         value: int,
         overwrite: bool,
         refinement: Refinement | None = None,
+        mask: np.ndarray | None = None,
     ) -> None:
-        """A commit (or a refinement's commit) of the mask decoded from ``request``."""
+        """A commit (or a refinement's commit) of the mask decoded from ``request``.
+
+        A mask the tracking memory made (a corrected slice of a propagated object) is kept
+        itself (``conditioned_mask``): it depends on the whole propagation, not only on the
+        prompts."""
         from ..coco import encode_rle
 
         sl: SliceInfo = request.slice
@@ -147,6 +152,8 @@ class PromptRecorder:
         }
         if refinement is not None:
             event["mask"] = encode_rle(refinement.mask)
+        if request.conditioned is not None and mask is not None:
+            event["conditioned_mask"] = encode_rle(mask)
         self._append(labels, event)
 
     def propagation(self, run: PropagationRun) -> None:

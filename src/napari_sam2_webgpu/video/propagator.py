@@ -340,6 +340,40 @@ class Sam2Propagator:
         )
         return state.mask_of(result)
 
+    def preview_prompts(
+        self,
+        state: StackState,
+        frame: int,
+        obj_id: int,
+        points: Any = None,
+        labels: Any = None,
+        box: Any = None,
+    ) -> np.ndarray:
+        """The mask :meth:`add_prompts` would give, without changing ``state``.
+
+        On a frame the object was tracked on, that is the memory-conditioned correction (what
+        the next propagation keeps on that frame), not the prompts decoded alone.
+
+        Raises
+        ------
+        KeyError
+            ``obj_id`` is not in the state.
+        PromptError
+            As :meth:`add_prompts`.
+        """
+        frame = state.check_frame(frame)
+        prompts = model_prompts(state, points, labels, box)
+        result = prompt_frame(
+            self.tracker,
+            state,
+            frame,
+            obj_id,
+            prompts,
+            corrections_as_cond=self.add_corrections_as_cond,
+            keep=False,
+        )
+        return state.mask_of(result)
+
     # -- propagation ----------------------------------------------------------------------------
     def propagate(
         self,

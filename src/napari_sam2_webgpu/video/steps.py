@@ -47,14 +47,17 @@ def prompt_frame(
     prompts: tuple[np.ndarray, np.ndarray],
     *,
     corrections_as_cond: bool,
+    keep: bool = True,
 ) -> FrameResult:
     """Segment ``obj_id`` on ``frame`` from ``prompts`` (of :func:`model_prompts`), kept there.
 
     On a frame the object was not tracked on, this starts the object there, like an image
     prompt; on a tracked frame it corrects the tracked mask, with the memory and the previous
     mask as input, and the frame becomes a conditioning frame if ``corrections_as_cond``.
+    ``keep=False`` computes the same result and changes nothing (a preview; the object must
+    exist).
     """
-    track = state.track(obj_id)
+    track = state.track(obj_id) if keep else state.objects[int(obj_id)]
     is_init = frame not in track.tracked
     reverse = False if is_init else track.tracked[frame]
     is_cond = is_init or corrections_as_cond
@@ -72,7 +75,8 @@ def prompt_frame(
         reverse=reverse,
         encode_memory=False,
     )
-    track.set_prompts(frame, prompts, result, is_cond)
+    if keep:
+        track.set_prompts(frame, prompts, result, is_cond)
     return result
 
 
