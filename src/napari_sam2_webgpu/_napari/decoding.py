@@ -320,8 +320,8 @@ class PreviewDecoder:
         embedding, mask_input, conditioned = a.predictor.embedding, None, None
         if refinement is not None:  # the label's mask and box, and the clicks that correct it
             points, labels, box, mask_input = refinement.prompts(points, labels, embedding)
-        elif a.memory_preview is not None:  # a propagated object: its memory decides
-            conditioned = a.memory_preview(sl, points, labels, box)
+        elif getattr(a, "memory_preview", None) is not None:  # a propagated object
+            conditioned = a.memory_preview(sl, points, labels, box)  # its memory decides
         return DecodeRequest(
             generation,
             sl,
