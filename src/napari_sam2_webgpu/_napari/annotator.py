@@ -148,6 +148,8 @@ class Annotator:
     def close(self) -> None:
         """Disconnect from the viewer and its layers (the layers stay)."""
         self._decoder.closed = True
+        self._preview_decoder.last_request = None  # it holds the model and an embedding
+        self.memory_preview = None
         self._reactions.close()
         self.image.disconnect()
         self.prompts.disconnect()
@@ -332,6 +334,7 @@ class Annotator:
         self.predictor = predictor
         self.embeddings.key = None
         self._decoder.estimate = None
+        self._preview_decoder.last_request = None  # of the model before
         self.sync_embedding()
         self.events.status()
         self.request_decode()
