@@ -411,7 +411,7 @@ class _Replayer:
             self.propagator.remove_object(state, int(event["object_id"]))
 
     def propagate(self, event: Mapping[str, Any]) -> None:
-        from .image.tiling import TiledEmbedding
+        from .image.tiling import TiledEmbedding, paste, to_window
 
         video = self.propagator
         if video is None:
@@ -423,15 +423,19 @@ class _Replayer:
         frames = _Frames(self.image, event, rgb)
         tiles, window_box = _tiles(event.get("tiles")), event.get("window")
         limits = _limits(event.get("contrast_limits"))
+        template = event["template"]
+        full_hw = (
+            int(template["shape"][template["rows_axis"]]),
+            int(template["shape"][template["cols_axis"]]),
+        )
+        window = None  # the tile the objects are tracked in (None: the whole frames)
+        if tiles is not None and window_box is not None:
+            layout = tiles.layout(full_hw)
+            window = next(t for t in layout.tiles if list(t.box) == list(window_box))
         key = int(event["state"])
         state = self.states.get(key)
         if state is None:
             predictor = self.predictor
-            window = None
-            if tiles is not None and window_box is not None:
-                full_hw = frames.plane(0).shape[:2]
-                layout = tiles.layout(full_hw)
-                window = next(t for t in layout.tiles if list(t.box) == list(window_box))
 
             def provide(index: int) -> Any:
                 plane = frames.plane(index)
@@ -451,14 +455,10 @@ class _Replayer:
             video.remove_object(state, other)
         for obj_id, frame in event.get("clears", []):
             video.clear_prompts(state, int(frame), int(obj_id))
-        x0, y0 = (0, 0) if window_box is None else (window_box[0], window_box[1])
         for obj_id, frame, prompts in event.get("updates", []):
-            points = _array(prompts.get("points"))
-            box = _array(prompts.get("box"))
-            if points is not None:
-                points = points - (x0, y0)
-            if box is not None:
-                box = box - (x0, y0, x0, y0)
+            points, box = to_window(
+                _array(prompts.get("points")), _array(prompts.get("box")), window
+            )
             video.add_prompts(
                 state,
                 int(frame),
@@ -472,7 +472,6 @@ class _Replayer:
         self.history.append(step_log)
         if steps == 0:
             return
-        template = event["template"]
         axis = int(event["axis"])
         tracking: Iterator = video.propagate(
             state,
@@ -480,16 +479,10 @@ class _Replayer:
             start_frame=event.get("start_frame"),
             stop_after_lost=event.get("stop_after_lost"),
         )
-        full_hw = (
-            int(template["shape"][template["rows_axis"]]),
-            int(template["shape"][template["cols_axis"]]),
-        )
         try:
             for done, (frame, masks) in enumerate(tracking, 1):
                 if done <= len(written):
-                    if window_box is not None:
-                        box = [int(v) for v in window_box]
-                        masks = {o: _paste(m, box, full_hw) for o, m in masks.items()}
+                    masks = {o: paste(m[None], window, full_hw)[0] for o, m in masks.items()}
                     index = _indexer(template, (axis, int(frame)))
                     region = np.array(self.labels[index])
                     new = write_objects_plane(region, masks, bool(event.get("overwrite")))
@@ -498,14 +491,6 @@ class _Replayer:
                     break
         finally:
             tracking.close()
-
-
-def _paste(mask: np.ndarray, box: list[int], hw: tuple[int, int]) -> np.ndarray:
-    """A window's mask in the whole slice."""
-    out = np.zeros(hw, dtype=bool)
-    x0, y0, x1, y1 = box
-    out[y0:y1, x0:x1] = mask
-    return out
 
 
 def replay(

@@ -328,17 +328,7 @@ class Sam2Propagator:
         PromptError
             Malformed prompts, or a frame outside the stack.
         """
-        frame = state.check_frame(frame)
-        prompts = model_prompts(state, points, labels, box)
-        result = prompt_frame(
-            self.tracker,
-            state,
-            frame,
-            obj_id,
-            prompts,
-            corrections_as_cond=self.add_corrections_as_cond,
-        )
-        return state.mask_of(result)
+        return self._prompt(state, frame, obj_id, points, labels, box, keep=True)
 
     def preview_prompts(
         self,
@@ -361,6 +351,20 @@ class Sam2Propagator:
         PromptError
             As :meth:`add_prompts`.
         """
+        return self._prompt(state, frame, obj_id, points, labels, box, keep=False)
+
+    def _prompt(
+        self,
+        state: StackState,
+        frame: int,
+        obj_id: int,
+        points: Any,
+        labels: Any,
+        box: Any,
+        *,
+        keep: bool,
+    ) -> np.ndarray:
+        """:meth:`add_prompts` (``keep``) or :meth:`preview_prompts`."""
         frame = state.check_frame(frame)
         prompts = model_prompts(state, points, labels, box)
         result = prompt_frame(
@@ -370,7 +374,7 @@ class Sam2Propagator:
             obj_id,
             prompts,
             corrections_as_cond=self.add_corrections_as_cond,
-            keep=False,
+            keep=keep,
         )
         return state.mask_of(result)
 
