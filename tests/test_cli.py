@@ -569,10 +569,11 @@ def test_bad_image_shape_is_checked_before_loading(tmp_path, capsys):
 
 
 def test_negative_coordinates_need_no_equals_sign(tmp_path, capsys):
-    from napari_sam2_webgpu.cli import _attach_negative_values, build_parser
+    from napari_sam2_webgpu.cli import build_parser
+    from napari_sam2_webgpu.cli._common import attach_negative_values
 
     argv = ["segment", "x.png", "--point", "-5,100", "--box", "-1,-2,30,40", "--out", "o.tif"]
-    args = build_parser().parse_args(_attach_negative_values(argv))
+    args = build_parser().parse_args(attach_negative_values(argv))
     assert args.point == [[-5.0, 100.0, 1.0]]
     assert args.box == [[-1.0, -2.0, 30.0, 40.0]]
     src = _image_file(tmp_path)
