@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..runtime.gpu_lock import gpu_lock
 from .postprocess import MASK_THRESHOLD
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -122,12 +123,11 @@ class DeviceMaskUpsampler:
         if count * height * width > self.max_elements or count == 0:
             return None
         four = np.ascontiguousarray(logits.reshape((count, 1) + logits.shape[-2:]))
-        (masks,) = self.session.run(
-            None,
-            {
-                "logits": four,
-                "sizes": np.array([count, 1, height, width], dtype=np.int64),
-                "threshold": np.array(threshold, dtype=np.float32),
-            },
-        )
+        feeds = {
+            "logits": four,
+            "sizes": np.array([count, 1, height, width], dtype=np.int64),
+            "threshold": np.array(threshold, dtype=np.float32),
+        }
+        with gpu_lock(self.session):
+            (masks,) = self.session.run(None, feeds)
         return masks.reshape(lead + (height, width))

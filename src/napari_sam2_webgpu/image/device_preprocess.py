@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..runtime.gpu_lock import gpu_lock
 from .device_masks import serialise
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, MODEL_SIZE, resize_weights
 
@@ -154,6 +155,10 @@ class DevicePreprocessor:
         if image.dtype.kind == "f":
             # As the host path: NaN and -inf count as background, +inf as white.
             host = np.nan_to_num(host, copy=host is planes, nan=-np.inf)
+        with gpu_lock(self.session):
+            self._run(host, low, high, target)
+
+    def _run(self, host: np.ndarray, low: float, high: float, target: Any) -> None:
         binding = self.session.io_binding()
         binding.bind_cpu_input("image", host)
         binding.bind_cpu_input("low", np.array(low, dtype=np.float32))

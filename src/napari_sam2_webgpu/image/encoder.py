@@ -25,6 +25,7 @@ import numpy as np
 
 from ..models.interface import ENCODER_INPUT, ENCODER_OUTPUTS
 from ..runtime.capture import CAPTURE_OPTIONS
+from ..runtime.gpu_lock import gpu_lock
 from ..runtime.iobinding import BoundEncoder, DeviceIO, is_device_value, static_shape
 from .preprocess import MODEL_SIZE, ImageError, image_window, prepare_image
 
@@ -326,7 +327,8 @@ class ImageEncoder:
             feats0, feats1, embed = (out[name] for name in ENCODER_OUTPUTS)
             emb = ImageEmbedding(embed, feats0, feats1, image_hw, self.bound.device)
         else:
-            outputs = self.session.run(list(ENCODER_OUTPUTS), {ENCODER_INPUT: tensor})
+            with gpu_lock(self.session):
+                outputs = self.session.run(list(ENCODER_OUTPUTS), {ENCODER_INPUT: tensor})
             feats0, feats1, embed = (np.ascontiguousarray(o, dtype=np.float32) for o in outputs)
             emb = ImageEmbedding(embed, feats0, feats1, image_hw)
         self.last_seconds = time.perf_counter() - start

@@ -22,6 +22,7 @@ from . import adapters, discovery, providers
 from .adapters import AdapterInfo
 from .discovery import BUILTIN_PACKAGE, PLUGIN_PACKAGE
 from .errors import WebGPUUnavailableError, one_line
+from .gpu_lock import gpu_lock
 
 __all__ = [
     "BACKENDS",
@@ -161,7 +162,8 @@ def _check_webgpu_runs(source: str) -> None:
     x = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
     try:
         session = providers.create_webgpu_session(_PROBE_MODEL, source, {}, "disable", None)
-        (y,) = session.run(None, {"x": x})
+        with gpu_lock(session):
+            (y,) = session.run(None, {"x": x})
     except Exception as exc:
         raise WebGPUUnavailableError(
             "the WebGPU execution provider lists a device but could not run a test model: "

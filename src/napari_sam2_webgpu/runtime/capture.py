@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import one_line
+from .gpu_lock import gpu_lock
 from .iobinding import DeviceIO, is_device_value
 
 __all__ = ["CAPTURE_OPTIONS", "CaptureMismatchError", "CapturedSessions", "free_dimensions"]
@@ -119,6 +120,10 @@ class _Captured:
             self.binding.bind_ortvalue_output(name, value)
 
     def run(self, dynamic: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        with gpu_lock():
+            return self._run(dynamic)
+
+    def _run(self, dynamic: Mapping[str, Any]) -> dict[str, np.ndarray]:
         sources = [
             value if is_device_value(value) else self.device.wrap(value)
             for value in dynamic.values()

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .gpu_lock import gpu_lock
+
 __all__ = ["BoundEncoder", "DeviceIO", "is_device_value", "run_bound", "static_shape"]
 
 logger = logging.getLogger("napari_sam2_webgpu")
@@ -62,9 +64,10 @@ class DeviceIO:
 
     def empty(self, shape: Sequence[int], dtype: Any = np.float32) -> Any:
         """A new tensor on the device (float32 unless ``dtype`` says otherwise)."""
-        return self._ort.OrtValue.ortvalue_from_shape_and_type(
-            list(shape), dtype, memory_info=self.memory_info
-        )
+        with gpu_lock():
+            return self._ort.OrtValue.ortvalue_from_shape_and_type(
+                list(shape), dtype, memory_info=self.memory_info
+            )
 
     def copy(self, sources: Sequence[Any], targets: Sequence[Any]) -> None:
         """Copy tensors (host or device) into other tensors (host or device)."""
@@ -73,7 +76,8 @@ class DeviceIO:
             for source, target in zip(sources, targets, strict=True):
                 target.update_inplace(source.numpy())
             return
-        self._ort.copy_tensors(list(sources), list(targets), None)
+        with gpu_lock():
+            self._ort.copy_tensors(list(sources), list(targets), None)
 
     def wrap(self, array: np.ndarray) -> Any:
         """A host ``OrtValue`` viewing ``array`` (C-contiguous), to :meth:`copy` from or into."""
@@ -169,25 +173,29 @@ class BoundEncoder:
         if self.graph_capture:
             # Same buffers every time (that is what lets the captured graph be replayed), so
             # one encode at a time.
-            with self._lock:
+            with self._lock, gpu_lock():
                 fill(self._input)
                 self.session.run_with_iobinding(self._binding)
                 self._binding.synchronize_outputs()
                 return {name: self.device.clone(v) for name, v in self._outputs.items()}
-        target = self.device.empty(self.input_shape)
-        fill(target)
-        return self._run_once(lambda binding: binding.bind_ortvalue_input(self.input_name, target))
+        with gpu_lock():
+            target = self.device.empty(self.input_shape)
+            fill(target)
+            return self._run_once(
+                lambda binding: binding.bind_ortvalue_input(self.input_name, target)
+            )
 
     def _run_once(self, bind_input: Callable[[Any], None]) -> dict[str, Any]:
         # A fresh binding per run: encodes from two threads must not rebind each other's.
-        binding = self.session.io_binding()
-        bind_input(binding)
-        outputs = {name: self.device.empty(shape) for name, shape in self.output_shapes.items()}
-        for name, value in outputs.items():
-            binding.bind_ortvalue_output(name, value)
-        self.session.run_with_iobinding(binding)
-        binding.synchronize_outputs()
-        return outputs
+        with gpu_lock():
+            binding = self.session.io_binding()
+            bind_input(binding)
+            outputs = {name: self.device.empty(shape) for name, shape in self.output_shapes.items()}
+            for name, value in outputs.items():
+                binding.bind_ortvalue_output(name, value)
+            self.session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+            return outputs
 
 
 def run_bound(
@@ -212,7 +220,11 @@ def run_bound(
         One value per session output, in order: the tensor from ``device_outputs`` for the
         outputs named there, a numpy array for every other.
     """
-    device_outputs = device_outputs or {}
+    with gpu_lock(session):
+        return _run_bound(session, feeds, device_outputs or {})
+
+
+def _run_bound(session: Any, feeds: dict[str, Any], device_outputs: dict[str, Any]) -> list[Any]:
     if not device_outputs and not any(is_device_value(v) for v in feeds.values()):
         return session.run(None, feeds)
     binding = session.io_binding()
