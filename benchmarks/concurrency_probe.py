@@ -24,13 +24,10 @@ import numpy as np
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from common import random_model
-
     from napari_sam2_webgpu.image import Sam2Predictor
 
-    tmp = tempfile.TemporaryDirectory()
-    _, paths = random_model(args.size, tmp.name)
-    predictor = Sam2Predictor.from_files(paths.encoder, paths.decoder, backend=args.backend)
+    encoder, decoder = args.model_files.split(",")
+    predictor = Sam2Predictor.from_files(encoder, decoder, backend=args.backend)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (1024, 1024, 3), dtype=np.uint8) for _ in range(4)]
     embedding = predictor.compute_embedding(images[0])
@@ -88,10 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decoder-threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="processes per case")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model-files", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return _worker(args)
+    from common import random_model
+
     here = os.path.dirname(os.path.abspath(__file__))
+    tmp = tempfile.TemporaryDirectory()
+    _, paths = random_model(args.size, tmp.name)  # one model for every process
+    args.model_files = f"{paths.encoder},{paths.decoder}"
     rows = []
     for lock in ("0", "1"):
         for attempt in range(args.repeats):
