@@ -6,7 +6,6 @@ GPU kernel that gives each thread a few outputs and loops over the long sum keep
 GPU idle. Splitting the sum ("split-K": the memory frames as a batch of shorter products,
 summed after) gives it more parallel work. This probe times, on device-resident tensors:
 
-- ``scores``: queries (1,024 x 256) @ keys^T (256 x T), the other product, for scale;
 - ``values``: weights (1,024 x T) @ values (T x C), as exported;
 - ``split S``: the same product as S batched products of T/S terms, then a sum.
 
@@ -23,43 +22,37 @@ import time
 import numpy as np
 
 
-def _model(kind: str, tokens: int, channels: int, splits: int = 1):
+def _model(tokens: int, channels: int, splits: int = 1):
+    """weights (1024, tokens) @ values (tokens, channels), as one product or ``splits``."""
     from onnx import TensorProto, helper
 
-    f = TensorProto.FLOAT
-    if kind == "scores":
-        inputs = [
-            helper.make_tensor_value_info("a", f, [1024, 256]),
-            helper.make_tensor_value_info("b", f, [256, tokens]),
-        ]
-        nodes = [helper.make_node("MatMul", ["a", "b"], ["y"])]
-        out = [1024, tokens]
-    else:
-        inputs = [
-            helper.make_tensor_value_info("a", f, [1024, tokens]),
-            helper.make_tensor_value_info("b", f, [tokens, channels]),
-        ]
-        out = [1024, channels]
-        if splits == 1:
-            nodes = [helper.make_node("MatMul", ["a", "b"], ["y"])]
-        else:
-            part = tokens // splits
-            shape_a = helper.make_tensor("shape_a", TensorProto.INT64, [3], [1024, splits, part])
-            shape_b = helper.make_tensor(
-                "shape_b", TensorProto.INT64, [3], [splits, part, channels]
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    inputs = [
+        helper.make_tensor_value_info("a", f, [1024, tokens]),
+        helper.make_tensor_value_info("b", f, [tokens, channels]),
+    ]
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["y"])]
+    if splits > 1:
+        part = tokens // splits
+        constants = {
+            "sa": [1024, splits, part],
+            "sb": [splits, part, channels],
+            "axes": [0],
+        }
+        nodes = [
+            helper.make_node(
+                "Constant", [], [name], value=helper.make_tensor(name, i64, [len(v)], v)
             )
-            nodes = [
-                helper.make_node("Constant", [], ["sa"], value=shape_a),
-                helper.make_node("Constant", [], ["sb"], value=shape_b),
-                helper.make_node("Reshape", ["a", "sa"], ["a3"]),
-                helper.make_node("Transpose", ["a3"], ["at"], perm=[1, 0, 2]),
-                helper.make_node("Reshape", ["b", "sb"], ["b3"]),
-                helper.make_node("MatMul", ["at", "b3"], ["parts"]),
-                helper.make_node("ReduceSum", ["parts", "axes"], ["y"], keepdims=0),
-            ]
-            axes = helper.make_tensor("axes_value", TensorProto.INT64, [1], [0])
-            nodes.insert(0, helper.make_node("Constant", [], ["axes"], value=axes))
-    graph = helper.make_graph(nodes, kind, inputs, [helper.make_tensor_value_info("y", f, out)])
+            for name, v in constants.items()
+        ] + [
+            helper.make_node("Reshape", ["a", "sa"], ["a3"]),
+            helper.make_node("Transpose", ["a3"], ["at"], perm=[1, 0, 2]),
+            helper.make_node("Reshape", ["b", "sb"], ["b3"]),
+            helper.make_node("MatMul", ["at", "b3"], ["parts"]),
+            helper.make_node("ReduceSum", ["parts", "axes"], ["y"], keepdims=0),
+        ]
+    output = helper.make_tensor_value_info("y", f, [1024, channels])
+    graph = helper.make_graph(nodes, f"values_split{splits}", inputs, [output])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
@@ -112,19 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     rows = []
-    a = rng.standard_normal((1024, 256), dtype=np.float32)
-    b = rng.standard_normal((256, args.tokens), dtype=np.float32)
-    ms, _ = _time(_model("scores", args.tokens, 256), {"a": a, "b": b}, args.backend, args.repeats)
-    rows.append(("scores", f"1024x256 @ 256x{args.tokens}", ms, "-"))
     weights = rng.random((1024, args.tokens), dtype=np.float32) / args.tokens
     for channels in args.channels:
         values = rng.standard_normal((args.tokens, channels), dtype=np.float32)
         feeds = {"a": weights, "b": values}
-        plain, expected = _time(_model("values", args.tokens, channels), feeds, args.backend, 30)
+        plain, expected = _time(_model(args.tokens, channels), feeds, args.backend, 30)
         shape = f"1024x{args.tokens} @ {args.tokens}x{channels}"
         rows.append(("values", shape, plain, "-"))
         for splits in args.splits:
-            model = _model("values", args.tokens, channels, splits)
+            model = _model(args.tokens, channels, splits)
             ms, got = _time(model, feeds, args.backend, args.repeats)
             error = float(np.abs(got - expected).max() / np.abs(expected).max())
             rows.append((f"split {splits}", shape, ms, f"{error:.1e}"))

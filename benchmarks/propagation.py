@@ -166,11 +166,10 @@ def main(argv=None) -> int:
         "--variants",
         nargs="+",
         default=["fp32"],
-        choices=["fp32", "unchunked", "fused", "fp16", "fp16-attention", "values-first"],
+        choices=["fp32", "unchunked", "fused", "fp16"],
         help="exports to time: fp32 (default), fp32 attending all queries at once instead of "
         "1,024 at a time, fp32 with ORT's fused MultiHeadAttention in the memory attention, "
-        "float16 weights, float32 with the attention products in float16, fp32 with the "
-        "memory values projected before the attention (the official order)",
+        "float16 weights",
     )
     parser.add_argument("--objects", type=int, default=1, help="objects tracked together")
     parser.add_argument("--out", help="also write the Markdown here")
@@ -196,8 +195,6 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for variant in args.variants:
                 rope.QUERY_CHUNK = None if variant == "unchunked" else chunk
-                rope.HALF_ATTENTION = variant == "fp16-attention"
-                rope.LATE_VALUE_PROJECTION = variant != "values-first"
                 exported = export_onnx(
                     model,
                     Path(tmp) / variant,
@@ -212,8 +209,6 @@ def main(argv=None) -> int:
                         "fp32": "",
                         "unchunked": ", unchunked attention",
                         "fused": ", fused attention",
-                        "fp16-attention": ", fp16 attention products",
-                        "values-first": ", values projected first",
                     }.get(variant, ", fp16")
                     print(f"{size} {rows[-1]['path']}: {rows[-1]['e2e_fps']:.2f} fps", flush=True)
         for spec in args.torch:

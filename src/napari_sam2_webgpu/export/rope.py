@@ -20,17 +20,6 @@ __all__ = ["QUERY_CHUNK", "RopeAttention", "attend", "rope_tables", "rotate"]
 #: that memory, and much faster on the WebGPU EP (docs/benchmarks.md, "Attention in chunks").
 QUERY_CHUNK = 1024
 
-#: Mix the memory tokens' 64 channels by the attention weights first and project the result
-#: to 256 channels after (``softmax(QK) @ (M Wv + b) = (softmax(QK) @ M) Wv + b``, exactly, since
-#: each row of weights sums to 1): the weighted sum over ~28,700 memory tokens then runs on 64
-#: channels instead of 256. Off: the official order (benchmarks/propagation.py ``--variants
-#: values-first``).
-LATE_VALUE_PROJECTION = True
-
-#: Compute the two attention products (scores, weighted values) in float16, the softmax in
-#: float32. Off: an experiment of benchmarks/propagation.py (``--variants fp16-attention``).
-HALF_ATTENTION = False
-
 
 def rope_tables(dim: int, height: int, width: int, theta: float) -> tuple[torch.Tensor, ...]:
     """cos and sin of SAM2's axial rotary encoding, ``(h * w, dim // 2)`` each.
@@ -104,17 +93,13 @@ def attend(
     torch.Tensor
         ``(1, heads, queries, dim)``.
     """
-    one = _half_attention if HALF_ATTENTION else nn.functional.scaled_dot_product_attention
     if chunk is None or q.shape[2] <= chunk:
-        return one(q, keys, values)
-    return torch.cat([one(part, keys, values) for part in q.split(chunk, dim=2)], dim=2)
-
-
-def _half_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Attention with float16 products and a float32 softmax (see :data:`HALF_ATTENTION`)."""
-    scale = q.shape[-1] ** -0.5
-    scores = torch.matmul((q * scale).half(), keys.half().transpose(-1, -2)).float()
-    return torch.matmul(scores.softmax(dim=-1).half(), values.half()).float()
+        return nn.functional.scaled_dot_product_attention(q, keys, values)
+    parts = [
+        nn.functional.scaled_dot_product_attention(part, keys, values)
+        for part in q.split(chunk, dim=2)
+    ]
+    return torch.cat(parts, dim=2)
 
 
 class _FusedAttention(torch.autograd.Function):
@@ -173,15 +158,9 @@ class RopeAttention(nn.Module):
         a = self.attn
         q = rotate(self._heads(a.q_proj(q)), *rope)
         keys = rotate(self._heads(a.k_proj(k)), *rope)
+        values = self._heads(a.v_proj(v))
         if k_plain is not None:  # object-pointer tokens: no rotary encoding
             keys = torch.cat([keys, self._heads(a.k_proj(k_plain[0]))], dim=2)
-        narrow = a.v_proj.in_features < a.v_proj.out_features
-        if LATE_VALUE_PROJECTION and narrow and a.num_heads == 1 and not self.fused:
-            tokens = v if k_plain is None else torch.cat([v, k_plain[1]], dim=1)
-            mixed = attend(q, keys, tokens[:, None], QUERY_CHUNK)
-            return a.out_proj(a._recombine_heads(a.v_proj(mixed)))
-        values = self._heads(a.v_proj(v))
-        if k_plain is not None:
             values = torch.cat([values, self._heads(a.v_proj(k_plain[1]))], dim=2)
         if self.fused:
             out = _FusedAttention.apply(q[:, 0], keys[:, 0], values[:, 0])
