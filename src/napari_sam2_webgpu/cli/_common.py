@@ -191,14 +191,14 @@ def tile_spec(args: argparse.Namespace, image_hw: tuple[int, int]) -> Any:
         raise CommandError(f"--tile-size/--halo: {exc}") from exc
 
 
-def check_model_args(args: argparse.Namespace) -> None:
-    """Check --model/--encoder/--decoder before any work: a typo fails before reading images."""
+def check_model_args(args: argparse.Namespace, *, size: bool = True) -> None:
+    """Check --encoder/--decoder, and with ``size`` the --model name, before any work."""
     if bool(args.encoder) != bool(args.decoder):
         raise CommandError("--encoder and --decoder go together")
     for option, path in (("--encoder", args.encoder), ("--decoder", args.decoder)):
         if path and not Path(path).is_file():
             raise CommandError(f"{option} {path}: no such file")
-    if not args.encoder and args.model is not None:
+    if size and not args.encoder and args.model is not None:
         from ..models import check_size
 
         check_size(args.model)

@@ -57,7 +57,7 @@ def _cmd_propagate(args: argparse.Namespace) -> int:
     from ..image.tiling import prompt_extent, to_window
     from ..imagefiles import check_label_output, label_dtype, open_image, write_labels
 
-    check_model_args(args)
+    check_model_args(args, size=False)  # the output and stack are checked first
     out_path = check_label_output(
         args.out, max_label=args.label, inputs=[args.stack], overwrite=args.overwrite, stack=True
     )
