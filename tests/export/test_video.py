@@ -115,17 +115,13 @@ def test_video_metadata(micro_model_files):
 
 def test_memory_attention_stores_each_constant_once(micro_model_files):
     """The rotary tables are shared initializers, not a constant copied at every use."""
-    _, files = micro_model_files
+    model, files = micro_model_files
+    attention = model.memory_attention.layers[0].self_attn
+    table = [64 * 64, attention.internal_dim // attention.num_heads // 2]  # tokens x angles
     graph = onnx.load(str(files.memory_attention)).graph
-    big = [i.dims for i in graph.initializer if np.prod(i.dims) >= 4096 * 128]
-    big += [
-        a.t.dims
-        for n in graph.node
-        if n.op_type == "Constant"
-        for a in n.attribute
-        if np.prod(a.t.dims) >= 4096 * 128
-    ]
-    tables = [d for d in big if list(d) == [4096, 128]]
+    shapes = [list(i.dims) for i in graph.initializer]
+    shapes += [list(a.t.dims) for n in graph.node if n.op_type == "Constant" for a in n.attribute]
+    tables = [s for s in shapes if s == table]
     assert len(tables) == 2, f"rotary cos/sin tables stored {len(tables)} times"
     assert files.memory_attention.stat().st_size < 20 * 2**20
 

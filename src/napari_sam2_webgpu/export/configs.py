@@ -39,10 +39,16 @@ MICRO_OVERRIDES: tuple[str, ...] = (
     "++model.image_encoder.trunk.global_att_blocks=[3]",
     "++model.image_encoder.trunk.window_pos_embed_bkg_spatial_size=[7,7]",
     "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]",
-    # One memory-attention layer instead of four, and memories of 3 frames instead of 7 (the
-    # attention's keys): propagation tests stay fast on two cores. Full banks, their
-    # eviction and every graph are the same; the full-size configs keep 7.
+    # One memory-attention layer instead of four, memories of 3 frames instead of 7 (the
+    # attention's keys), attention on 64 channels instead of 256 (downsample_rate 4), a
+    # narrower feed-forward and one fuser block in the memory encoder: propagation tests stay
+    # fast on two cores. Full banks, their eviction and every graph are the same (the inputs
+    # and outputs too); the full-size configs keep theirs.
     "++model.memory_attention.num_layers=1",
+    "++model.memory_attention.layer.self_attention.downsample_rate=4",
+    "++model.memory_attention.layer.cross_attention.downsample_rate=4",
+    "++model.memory_attention.layer.dim_feedforward=512",
+    "++model.memory_encoder.fuser.num_layers=1",
     MICRO_MEMORY_OVERRIDE,
 )
 
