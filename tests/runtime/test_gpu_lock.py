@@ -43,8 +43,9 @@ class FakeSession:
         return [feeds["x"] * 2]
 
 
-def test_on_gpu_reads_the_first_provider():
+def test_on_gpu_means_any_provider_but_the_cpu():
     assert on_gpu(FakeSession(["WebGpuExecutionProvider", "CPUExecutionProvider"]))
+    assert on_gpu(FakeSession(["CPUExecutionProvider", "WebGpuExecutionProvider"]))
     assert not on_gpu(FakeSession(["CPUExecutionProvider"]))
     assert not on_gpu(object())  # not a session
 
