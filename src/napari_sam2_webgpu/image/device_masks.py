@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..runtime.gpu_lock import gpu_lock
+from ..runtime.iobinding import run_bound
 from .postprocess import MASK_THRESHOLD
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -128,6 +128,5 @@ class DeviceMaskUpsampler:
             "sizes": np.array([count, 1, height, width], dtype=np.int64),
             "threshold": np.array(threshold, dtype=np.float32),
         }
-        with gpu_lock(self.session):
-            (masks,) = self.session.run(None, feeds)
+        (masks,) = run_bound(self.session, feeds)
         return masks.reshape(lead + (height, width))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..runtime.gpu_lock import gpu_lock
+from ..runtime.iobinding import run_bound
 from .device_masks import serialise
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, MODEL_SIZE, resize_weights
 
@@ -155,16 +155,11 @@ class DevicePreprocessor:
         if image.dtype.kind == "f":
             # As the host path: NaN and -inf count as background, +inf as white.
             host = np.nan_to_num(host, copy=host is planes, nan=-np.inf)
-        with gpu_lock(self.session):
-            self._run(host, low, high, target)
-
-    def _run(self, host: np.ndarray, low: float, high: float, target: Any) -> None:
-        binding = self.session.io_binding()
-        binding.bind_cpu_input("image", host)
-        binding.bind_cpu_input("low", np.array(low, dtype=np.float32))
-        binding.bind_cpu_input("span", np.array(high - low, dtype=np.float32))
-        binding.bind_ortvalue_input("rows", self._resize_matrix("rows", host.shape[0]))
-        binding.bind_ortvalue_input("cols", self._resize_matrix("cols", host.shape[1]))
-        binding.bind_ortvalue_output("tensor", target)
-        self.session.run_with_iobinding(binding)
-        binding.synchronize_outputs()
+        feeds = {
+            "image": host,
+            "low": np.array(low, dtype=np.float32),
+            "span": np.array(high - low, dtype=np.float32),
+            "rows": self._resize_matrix("rows", host.shape[0]),
+            "cols": self._resize_matrix("cols", host.shape[1]),
+        }
+        run_bound(self.session, feeds, {"tensor": target})
