@@ -14,6 +14,7 @@ The masks of every path are compared with the official fp32 path (per-frame IoU)
 
     python benchmarks/propagation.py --sizes tiny large --frames 30 --out propagation.md
     python benchmarks/propagation.py --sizes tiny --objects 4 --out multi_object.md
+    python benchmarks/propagation.py --sizes tiny --torch --pipelines default host
 
 Needs the ``export`` extra (torch, sam2). Prints Markdown; nothing is asserted.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import sys
 import tempfile
 import time
@@ -59,7 +61,23 @@ def _prompts(side: int) -> dict[int, tuple[list[list[float]], list[int]]]:
     return {k + 1: ([[side * (0.25 + 0.15 * k), side * 0.3]], [1]) for k in range(OBJECTS)}
 
 
-def run_ours(files, backend: str, frames: np.ndarray) -> dict:
+#: How the plugin's propagation is scheduled (``--pipelines``), and its row label.
+PIPELINES = {
+    "default": "",
+    "host-bank": ", memory bank stacked on the host",
+    "host-masks": ", tracked masks upsampled on the host",
+    "host": ", memory bank and masks on the host",
+}
+
+
+def _host_masks(state) -> None:
+    """Upsample a tracked frame's masks on the host (the variant before issue 13, round four)."""
+    from napari_sam2_webgpu.image.postprocess import logits_to_masks
+
+    state.mask_of = lambda result: logits_to_masks(result.low_res[0], state.frame_hw)[0]
+
+
+def run_ours(files, backend: str, frames: np.ndarray, pipeline: str = "default") -> dict:
     from napari_sam2_webgpu.video import Sam2Propagator
 
     start = time.perf_counter()
@@ -67,8 +85,12 @@ def run_ours(files, backend: str, frames: np.ndarray) -> dict:
     # here), and the paths should compute the same thing.
     video = Sam2Propagator.from_files(*files, backend, fill_hole_area=0)
     load_s = time.perf_counter() - start
+    if pipeline in ("host-bank", "host"):
+        video.tracker.device_bank = None
     prompts = _prompts(frames.shape[1])
     state = video.init_state(frames)
+    if pipeline in ("host-masks", "host"):
+        _host_masks(state)
     start = time.perf_counter()
     for obj_id, (points, labels) in prompts.items():
         video.add_prompts(state, 0, obj_id, points=points, labels=labels)
@@ -77,6 +99,8 @@ def run_ours(files, backend: str, frames: np.ndarray) -> dict:
     # Again from scratch, but with every frame's embedding cached (a fresh state reading the
     # first one's): only memory attention, decoder and memory encoder run.
     cached = video.init_state(frames, embedding_provider=state.embedding)
+    if pipeline in ("host-masks", "host"):
+        _host_masks(cached)
     video.reset_timings()
     start = time.perf_counter()
     for obj_id, (points, labels) in prompts.items():
@@ -87,7 +111,7 @@ def run_ours(files, backend: str, frames: np.ndarray) -> dict:
     steps = ", ".join(f"{k} {v / len(frames) * 1e3:.1f}" for k, v in video.stage_seconds.items())
     print(f"per frame while tracking (ms): {steps}", flush=True)
     return {
-        "path": f"plugin, {video.backend}",
+        "path": f"plugin, {video.backend}{PIPELINES[pipeline]}",
         "device": video.predictor.device,
         "load_s": load_s,
         "e2e_fps": len(frames) / first_s,
@@ -171,6 +195,15 @@ def main(argv=None) -> int:
         "1,024 at a time, fp32 with ORT's fused MultiHeadAttention in the memory attention, "
         "float16 weights",
     )
+    parser.add_argument(
+        "--pipelines",
+        nargs="+",
+        default=["default"],
+        choices=list(PIPELINES),
+        help="how the plugin runs a frame on a GPU: default (memory bank kept in device memory, "
+        "tracked masks upsampled on the device), host-bank (the bank stacked and uploaded by "
+        "the host every frame), host-masks (masks upsampled on the host), host (both)",
+    )
     parser.add_argument("--objects", type=int, default=1, help="objects tracked together")
     parser.add_argument("--out", help="also write the Markdown here")
     args = parser.parse_args(argv)
@@ -203,8 +236,8 @@ def main(argv=None) -> int:
                     fused_attention=variant == "fused",
                     fp16=variant == "fp16",
                 )
-                for backend in args.backends:
-                    rows.append(run_ours(exported.files, backend, frames))
+                for backend, pipeline in itertools.product(args.backends, args.pipelines):
+                    rows.append(run_ours(exported.files, backend, frames, pipeline))
                     rows[-1]["path"] += {
                         "fp32": "",
                         "unchunked": ", unchunked attention",

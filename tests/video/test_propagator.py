@@ -347,9 +347,12 @@ def test_device_resident_embeddings_give_the_same_tracks(micro_model_files, stac
     here), memory attention leaves its output on the device for the decoder: same masks. The
     device run also decodes through static-shape sessions per prompt shape, as graph capture
     does on WebGPU (the same sessions, without the recording), reading the conditioned
-    features from the device."""
+    features from the device, and the memory bank is kept and stacked in device memory."""
+    import onnxruntime as ort
+
     from napari_sam2_webgpu.runtime import create_session
     from napari_sam2_webgpu.runtime.capture import CapturedSessions
+    from napari_sam2_webgpu.video.device_bank import DeviceMemoryBank
 
     _, files = micro_model_files
     paths = (files.encoder, files.decoder, files.memory_attention, files.memory_encoder)
@@ -367,12 +370,19 @@ def test_device_resident_embeddings_give_the_same_tracks(micro_model_files, stac
             decoder.enable_capture(
                 CapturedSessions(decoder.session, cpu_device_io, factory(files.decoder))
             )
+            video.tracker.device_bank = DeviceMemoryBank(
+                lambda model: ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+            )
+        assert video.tracker.device_bank is None or device_resident  # none on the CPU
         state = video.init_state(stack[:4])
         video.add_prompts(state, 1, 1, points=[[60, 50]], labels=[1])
         masks = dict(video.propagate(state, "both"))
         assert state.embedding(0).on_device == device_resident
         if device_resident:
             assert decoder.captured.shapes
+            # Frames 2, 3 and 0 attend to the prompt's memory, frame 3 to frame 2's too: each
+            # went up once (frames 3 and 0 are never attended to).
+            assert video.tracker.device_bank.uploads == 2
         return masks
 
     results = [track(False), track(True)]

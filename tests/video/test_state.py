@@ -20,7 +20,7 @@ def _result(value: float = 1.0) -> FrameResult:
     return FrameResult(np.full((1, 1, 256, 256), value, np.float32), np.zeros(256), value)
 
 
-def _state(num_frames: int = 6) -> StackState:
+def _state(num_frames: int = 6, **options) -> StackState:
     return StackState(
         np.zeros((num_frames, 20, 30), np.uint8),
         contrast_limits=None,
@@ -28,6 +28,7 @@ def _state(num_frames: int = 6) -> StackState:
         embedding_provider=None,
         cache=EmbeddingCache(),
         model_name="test",
+        **options,
     )
 
 
@@ -79,3 +80,19 @@ def test_stack_state_transitions_and_frame_order():
     assert state.obj_ids == [2]
     state.reset()
     assert state.obj_ids == []
+
+
+def test_masks_are_upsampled_by_the_given_function():
+    """The propagator passes its decoder's ``to_masks`` (the device upsampler on WebGPU)."""
+    state = _state()
+    host = state.mask_of(_result(1.0))
+    assert host.shape == (20, 30) and host.all()
+    calls = []
+
+    def to_masks(logits, image_hw):
+        calls.append((logits.shape, image_hw))
+        return np.zeros((1, *image_hw), bool)
+
+    state = _state(to_masks=to_masks)
+    assert not state.mask_of(_result(1.0)).any()
+    assert calls == [((1, 256, 256), (20, 30))]

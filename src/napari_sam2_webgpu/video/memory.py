@@ -19,11 +19,13 @@ from .state import FrameResult, ObjectTrack
 __all__ = [
     "FILL_HOLE_AREA",
     "NO_OBJECT_SCORE",
+    "MemorySelection",
     "VideoConfig",
     "closest_cond_frames",
     "fill_holes",
     "from_bfloat16",
     "memory_inputs",
+    "select_memory",
     "to_bfloat16",
 ]
 
@@ -143,8 +145,8 @@ def _memory_slots(
     selected: dict[int, FrameResult],
     unselected: dict[int, FrameResult],
     c: VideoConfig,
-) -> list[tuple[np.ndarray, int]]:
-    """Memory features (float32) and their temporal position index, conditioning frames first."""
+) -> list[tuple[FrameResult, int]]:
+    """Results with memory features and their temporal position index, conditioning first."""
     slots: list[tuple[int, FrameResult | None]] = [(0, out) for out in selected.values()]
     stride = c.memory_temporal_stride_for_eval
     for t_pos in range(1, c.num_maskmem):
@@ -158,7 +160,7 @@ def _memory_slots(
         out = track.non_cond.get(prev)
         slots.append((t_pos, out if out is not None else unselected.get(prev)))
     return [
-        (from_bfloat16(out.maskmem), c.num_maskmem - t_pos - 1)
+        (out, c.num_maskmem - t_pos - 1)
         for t_pos, out in slots
         if out is not None and out.maskmem is not None
     ]
@@ -196,10 +198,44 @@ def _pointer_slots(
     return pointers
 
 
-def memory_inputs(
+@dataclass(frozen=True)
+class MemorySelection:
+    """What one object attends to on one frame: memories, their positions, object pointers.
+
+    Attributes
+    ----------
+    memories : list of FrameResult
+        The results whose memory features are attended to, conditioning frames first.
+    memory_tpos : numpy.ndarray
+        ``(N,)`` int64 temporal position index of each memory.
+    obj_ptrs : numpy.ndarray
+        ``(P, 256)`` object pointers.
+    obj_ptr_offsets : numpy.ndarray
+        ``(P,)`` their signed frame distances, normalised.
+    """
+
+    memories: list[FrameResult]
+    memory_tpos: np.ndarray
+    obj_ptrs: np.ndarray
+    obj_ptr_offsets: np.ndarray
+
+    def stacked_memory(self) -> np.ndarray:
+        """The memory features as one ``(N, 64, h, w)`` float32 array (the model's input)."""
+        return np.stack([from_bfloat16(m.maskmem) for m in self.memories])
+
+    def small_inputs(self) -> dict[str, np.ndarray]:
+        """Every memory-attention input but ``image_embed`` and ``memory``."""
+        return {
+            "memory_tpos": self.memory_tpos,
+            "obj_ptrs": self.obj_ptrs,
+            "obj_ptr_offsets": self.obj_ptr_offsets,
+        }
+
+
+def select_memory(
     track: ObjectTrack, frame: int, reverse: bool, num_frames: int, config: VideoConfig
-) -> dict[str, np.ndarray]:
-    """The memory-attention inputs (all but ``image_embed``) for one object on ``frame``.
+) -> MemorySelection:
+    """The memory bank one object attends to on ``frame``, in a pass's direction.
 
     Raises
     ------
@@ -212,9 +248,23 @@ def memory_inputs(
         raise RuntimeError(f"Frame {frame}: no memory to track from (propagate from a prompt).")
     pointers = _pointer_slots(track, frame, reverse, selected, unselected, num_frames, config)
     t_diff_max = max(min(num_frames, config.max_obj_ptrs_in_encoder) - 1, 1)
-    return {
-        "memory": np.stack([m for m, _ in memories]).astype(np.float32, copy=False),
-        "memory_tpos": np.array([t for _, t in memories], dtype=np.int64),
-        "obj_ptrs": np.array([p for _, p in pointers], dtype=np.float32).reshape(-1, 256),
-        "obj_ptr_offsets": np.array([d / t_diff_max for d, _ in pointers], dtype=np.float32),
-    }
+    return MemorySelection(
+        memories=[m for m, _ in memories],
+        memory_tpos=np.array([t for _, t in memories], dtype=np.int64),
+        obj_ptrs=np.array([p for _, p in pointers], dtype=np.float32).reshape(-1, 256),
+        obj_ptr_offsets=np.array([d / t_diff_max for d, _ in pointers], dtype=np.float32),
+    )
+
+
+def memory_inputs(
+    track: ObjectTrack, frame: int, reverse: bool, num_frames: int, config: VideoConfig
+) -> dict[str, np.ndarray]:
+    """The memory-attention inputs (all but ``image_embed``) for one object on ``frame``.
+
+    Raises
+    ------
+    RuntimeError
+        The object has no memory yet (propagation must start from a prompt).
+    """
+    selection = select_memory(track, frame, reverse, num_frames, config)
+    return {"memory": selection.stacked_memory(), **selection.small_inputs()}

@@ -13,9 +13,10 @@ tracked independently, as in the official predictor.
 ...     labels[frame][masks[1]] = 1
 
 The propagator is the public API; the state lives in :mod:`.state`, the memory selection in
-:mod:`.memory`, the predictor's steps (prompting, preflight, a frame of a pass) in
-:mod:`.steps`, the per-frame model runs in :mod:`.tracker`, and the loading and checking of
-the video components in :mod:`.components`. It uses the image model only through the public
+:mod:`.memory` (held in device memory on a GPU by :mod:`.device_bank`), the predictor's steps
+(prompting, preflight, a frame of a pass) in :mod:`.steps`, the per-frame model runs in
+:mod:`.tracker`, and the loading and checking of the video components in
+:mod:`.components`. It uses the image model only through the public
 :class:`~napari_sam2_webgpu.image.predictor.Sam2Predictor` (its encoder and decoder).
 Coordinates are ``(x, y)`` pixels of a frame, as for the image predictor.
 """
@@ -34,6 +35,7 @@ from ..image.embedding_cache import EmbeddingCache
 from ..image.encoder import ImageEmbedding
 from ..image.predictor import Sam2Predictor
 from .components import check_components, open_components
+from .device_bank import DeviceMemoryBank
 from .memory import FILL_HOLE_AREA
 from .review import FrameScore
 from .state import DIRECTIONS, StackState, check_stack, direction_passes
@@ -89,6 +91,11 @@ class Sam2Propagator:
         A prompt added on an already tracked frame makes it a conditioning frame, so the
         correction holds when propagating again (SAM2's ``add_all_frames_to_correct_as_cond``).
         ``False`` follows the library default, where a later propagation re-tracks that frame.
+
+    Attributes
+    ----------
+    last_frame_seconds : float or None
+        Wall time of the last frame :meth:`propagate` yielded.
     """
 
     def __init__(
@@ -108,6 +115,7 @@ class Sam2Propagator:
             memory_encoder,
             self.config,
             fill_hole_area=fill_hole_area,
+            device_bank=DeviceMemoryBank.on_backend(predictor.backend_info),
         )
         self.add_corrections_as_cond = bool(correction_as_conditioning)
         self.last_frame_seconds: float | None = None
@@ -271,6 +279,8 @@ class Sam2Propagator:
             embedding_provider=embedding_provider,
             cache=cache,
             model_name=predictor.name,
+            # On WebGPU tracked masks are upsampled where the decoder ran (docs/benchmarks.md).
+            to_masks=predictor.decoder.to_masks,
         )
 
     def reset_state(self, state: StackState) -> None:

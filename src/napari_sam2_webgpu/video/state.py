@@ -193,8 +193,10 @@ class StackState:
         embedding_provider: Callable[[int], ImageEmbedding] | None,
         cache: EmbeddingCache,
         model_name: str,
+        to_masks: Callable[[np.ndarray, tuple[int, int]], np.ndarray] = logits_to_masks,
     ) -> None:
         self.frames = frames
+        self._to_masks = to_masks
         self.contrast_limits = None if contrast_limits is None else tuple(contrast_limits)
         self.num_frames = int(frames.shape[0])
         self.frame_hw = (int(frames.shape[1]), int(frames.shape[2]))
@@ -249,7 +251,7 @@ class StackState:
 
     def mask_of(self, result: FrameResult) -> np.ndarray:
         """A result's boolean mask at frame size."""
-        return logits_to_masks(result.low_res[0], self.frame_hw)[0]
+        return self._to_masks(result.low_res[0], self.frame_hw)[0]
 
     # -- transitions ------------------------------------------------------------------------------
     def track(self, obj_id: int) -> ObjectTrack:

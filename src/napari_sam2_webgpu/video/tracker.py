@@ -18,12 +18,13 @@ import numpy as np
 from ..image.decoder import PromptDecoder
 from ..image.encoder import ImageEmbedding
 from ..runtime.iobinding import run_bound
+from .device_bank import DeviceMemoryBank
 from .memory import (
     FILL_HOLE_AREA,
     NO_OBJECT_SCORE,
     VideoConfig,
     fill_holes,
-    memory_inputs,
+    select_memory,
     to_bfloat16,
 )
 from .state import FrameResult, ObjectTrack, StackState
@@ -46,9 +47,14 @@ class FrameTracker:
         The tracking settings.
     fill_hole_area : int
         Fill mask holes up to this many low-resolution pixels (0: off).
+    device_bank : DeviceMemoryBank, optional
+        Keep memories in device memory and stack them there, for frames whose embedding is
+        on the device (default: on the host).
 
     Attributes
     ----------
+    device_bank : DeviceMemoryBank or None
+        As the parameter (``None``: the bank is stacked and uploaded by the host every frame).
     stage_seconds : dict of str to float
         Wall time per step since :meth:`reset_timings`: ``encode`` (frame embeddings, including
         cache look-ups), ``memory_attention``, ``decoder``, ``memory_encoder``.
@@ -62,8 +68,10 @@ class FrameTracker:
         config: VideoConfig,
         *,
         fill_hole_area: int = FILL_HOLE_AREA,
+        device_bank: DeviceMemoryBank | None = None,
     ) -> None:
         self.decoder = decoder
+        self.device_bank = device_bank
         self.memory_attention = memory_attention
         self.memory_encoder = memory_encoder
         # SAM2.0 memory encoders do not take the object score (no "no object" embedding).
@@ -177,14 +185,15 @@ class FrameTracker:
 
         With device-resident embeddings the result stays on the device for the decoder.
         """
-        feeds = {
-            "image_embed": emb.image_embed,
-            **memory_inputs(track, frame, reverse, state.num_frames, self.config),
-        }
-        outputs = None
+        selection = select_memory(track, frame, reverse, state.num_frames, self.config)
+        feeds = {"image_embed": emb.image_embed, **selection.small_inputs()}
+        outputs = memory = None
         if emb.on_device and emb.device is not None:
             name = self.memory_attention.get_outputs()[0].name
             outputs = {name: emb.device.empty(emb.image_embed.shape())}
+            if self.device_bank is not None:
+                memory = self.device_bank.stack(selection.memories, emb.device)
+        feeds["memory"] = selection.stacked_memory() if memory is None else memory
         with self.timing("memory_attention"):
             (conditioned,) = run_bound(self.memory_attention, feeds, outputs)
         return conditioned
