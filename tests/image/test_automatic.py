@@ -21,6 +21,7 @@ from napari_sam2_webgpu.image.automatic import (
     masks_to_labels,
     segment_all,
 )
+from napari_sam2_webgpu.image.mask_candidates import near_crop_edge
 from napari_sam2_webgpu.image.mask_geometry import (
     batched_mask_to_box,
     box_nms,
@@ -134,7 +135,7 @@ def test_parity_crops(micro_model_files, micro_predictor, image, monkeypatch):
 
     monkeypatch.setattr(official, "is_box_near_crop_edge", nowhere_near)
     monkeypatch.setattr(
-        automatic, "_near_crop_edge", lambda boxes, *a: np.zeros(len(boxes), dtype=bool)
+        automatic, "near_crop_edge", lambda boxes, *a: np.zeros(len(boxes), dtype=bool)
     )
     model, _ = micro_model_files
     params = dict(PARITY, points_per_side=2, crop_n_layers=1)
@@ -182,7 +183,7 @@ def test_crop_edge_filter_matches_official():
     hw = (150, 210)
     for crop_box, _ in zip(*generate_crop_boxes(hw, 2, 0.3), strict=True):
         ref = amg.is_box_near_crop_edge(torch.from_numpy(boxes), crop_box, [0, 0, hw[1], hw[0]])
-        np.testing.assert_array_equal(automatic._near_crop_edge(boxes, crop_box, hw), ref.numpy())
+        np.testing.assert_array_equal(near_crop_edge(boxes, crop_box, hw), ref.numpy())
 
 
 def test_box_nms_matches_torchvision():

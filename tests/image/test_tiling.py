@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from napari_sam2_webgpu.image import automatic
-from napari_sam2_webgpu.image.automatic import AutomaticMaskGenerator, _Candidates
+from napari_sam2_webgpu.image.automatic import AutomaticMaskGenerator
+from napari_sam2_webgpu.image.mask_candidates import Candidates
 from napari_sam2_webgpu.image.predictor import Sam2Predictor
 from napari_sam2_webgpu.image.preprocess import ImageError, intensity_range
 from napari_sam2_webgpu.image.prompts import PromptError
@@ -277,7 +278,7 @@ class WindowSegmenter(AutomaticMaskGenerator):
         if counter is not None:
             counter.advance(1)
         n = len(patches)
-        return _Candidates(
+        return Candidates(
             np.asarray(boxes, np.int64).reshape(-1, 4),
             patches,
             np.linspace(0.9, 0.8, n).astype(np.float32),

@@ -29,13 +29,14 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from ..coco import decode_rle, encode_rle
+from ..coco import encode_rle
 from .encoder import ImageEmbedding
+from .instance_labels import masks_to_labels
+from .mask_candidates import Candidates, near_crop_edge, paint_candidates, xywh
 from .mask_geometry import (
     box_nms,
     fill_small_regions,
@@ -64,8 +65,6 @@ CancelHook = Callable[[], bool] | threading.Event
 
 #: Forms of a record's ``segmentation`` (the official generator's ``output_mode`` values).
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
-#: Masks whose box comes this close (pixels) to a crop's inner edge are dropped (official).
-_CROP_EDGE_TOLERANCE = 20.0
 #: Masks whose box comes this close (pixels) to a tile's inner edge count as cut by it: one
 #: pixel of the decoder's 256² logits at native scale. (The crops' 20 pixels would halve the
 #: size of the objects that tiles are sure to hold whole.)
@@ -80,71 +79,6 @@ DECODER_BATCH = 16
 
 class SegmentationCancelled(RuntimeError):
     """Raised by :meth:`AutomaticMaskGenerator.generate` when its ``cancelled`` hook fires."""
-
-
-# -- the generator -----------------------------------------------------------------------------
-@dataclass
-class _Candidates:
-    """Masks between the steps: boxes in the image frame, each mask cropped to its box."""
-
-    boxes: np.ndarray  # (N, 4) int64, x0, y0, x1, y1 inclusive, image frame
-    patches: list[np.ndarray]  # N boolean arrays, each the mask inside its box
-    iou: np.ndarray  # (N,) float32
-    stability: np.ndarray  # (N,) float32
-    points: np.ndarray  # (N, 2) float32, image frame
-    crop_boxes: np.ndarray  # (N, 4) int64, x0, y0, x1, y1 exclusive
-
-    @classmethod
-    def empty(cls) -> _Candidates:
-        return cls(
-            np.zeros((0, 4), np.int64),
-            [],
-            np.zeros(0, np.float32),
-            np.zeros(0, np.float32),
-            np.zeros((0, 2), np.float32),
-            np.zeros((0, 4), np.int64),
-        )
-
-    def __len__(self) -> int:
-        return len(self.patches)
-
-    def take(self, index: np.ndarray) -> _Candidates:
-        index = np.asarray(index, dtype=np.intp)
-        return _Candidates(
-            self.boxes[index],
-            [self.patches[i] for i in index],
-            self.iou[index],
-            self.stability[index],
-            self.points[index],
-            self.crop_boxes[index],
-        )
-
-    @classmethod
-    def concat(cls, parts: Sequence[_Candidates]) -> _Candidates:
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return cls.empty()
-        return cls(
-            np.concatenate([p.boxes for p in parts]),
-            [patch for p in parts for patch in p.patches],
-            np.concatenate([p.iou for p in parts]),
-            np.concatenate([p.stability for p in parts]),
-            np.concatenate([p.points for p in parts]),
-            np.concatenate([p.crop_boxes for p in parts]),
-        )
-
-    def full_mask(self, i: int, image_hw: tuple[int, int]) -> np.ndarray:
-        x0, y0, x1, y1 = (int(v) for v in self.boxes[i])
-        mask = np.zeros(image_hw, dtype=bool)
-        mask[y0 : y1 + 1, x0 : x1 + 1] = self.patches[i]
-        return mask
-
-
-def _xywh(box: Sequence[float]) -> list[float]:
-    # As the official box_xyxy_to_xywh: width and height are x1 - x0, y1 - y0 (so a mask box,
-    # whose x1, y1 are inclusive, is one pixel narrower than the mask).
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return [x0, y0, x1 - x0, y1 - y0]
 
 
 def _is_cancelled(cancelled: CancelHook | None) -> bool:
@@ -383,7 +317,7 @@ class AutomaticMaskGenerator:
             height, width = image.shape[:2]
             return np.zeros((height, width), np.int32), 0
         data, hw = found
-        return _paint(data, hw, order), len(data)
+        return paint_candidates(data, hw, order), len(data)
 
     # -- steps ------------------------------------------------------------------------------
     def _candidates(
@@ -395,7 +329,7 @@ class AutomaticMaskGenerator:
         cancelled: CancelHook | None,
         embedding: ImageEmbedding | TiledEmbedding | None,
         tiles: TileSpec | None,
-    ) -> tuple[_Candidates, tuple[int, int]] | None:
+    ) -> tuple[Candidates, tuple[int, int]] | None:
         """The masks kept, and the image size; None when there is nothing to segment."""
         if isinstance(embedding, TiledEmbedding) or tiles is not None:
             return self._generate_tiled(
@@ -422,7 +356,7 @@ class AutomaticMaskGenerator:
         cancelled: CancelHook | None,
         embedding: TiledEmbedding | None,
         tiles: TileSpec | None,
-    ) -> tuple[_Candidates, tuple[int, int]] | None:
+    ) -> tuple[Candidates, tuple[int, int]] | None:
         hw, limits = whole_image_window(image, contrast_limits, rgb)
         if embedding is None:
             embedding = self.predictor.compute_tiled_embedding(
@@ -456,14 +390,14 @@ class AutomaticMaskGenerator:
             if not len(data):
                 continue
             # Masks cut by the tile's inner edges: the overlapping tile has them whole.
-            cut = _near_crop_edge(data.boxes, list(tile.box), hw, _TILE_EDGE_TOLERANCE)
+            cut = near_crop_edge(data.boxes, list(tile.box), hw, _TILE_EDGE_TOLERANCE)
             data = data.take(np.flatnonzero(~cut))
             x0, y0 = tile.box[:2]
             data.boxes = data.boxes + np.array([x0, y0, x0, y0])
             data.points = data.points + np.array([x0, y0], dtype=np.float32)
             data.crop_boxes = data.crop_boxes + np.array([x0, y0, x0, y0])
             parts.append(data)
-        data = _Candidates.concat(parts)
+        data = Candidates.concat(parts)
         if len(layout) > 1 and len(data):
             # An object whole in two overlapping tiles: the more confident mask wins.
             data = data.take(box_nms(data.boxes, data.iou, self.crop_nms_thresh))
@@ -512,7 +446,7 @@ class AutomaticMaskGenerator:
         cancelled: CancelHook | None,
         embedding: ImageEmbedding | None,
         counter: _Progress | None = None,
-    ) -> _Candidates:
+    ) -> Candidates:
         plain = image[..., :3] if image.ndim == 3 and image.shape[-1] == 4 else image
         limits = intensity_range(plain, contrast_limits)
         crop_boxes, layers = generate_crop_boxes(hw, self.crop_n_layers, self.crop_overlap_ratio)
@@ -526,7 +460,7 @@ class AutomaticMaskGenerator:
                     image, crop_box, layer, hw, limits, rgb, counter, n_batches, cancelled, whole
                 )
             )
-        data = _Candidates.concat(crops)
+        data = Candidates.concat(crops)
         if len(crop_boxes) > 1 and len(data):
             # Duplicates between crops: masks of smaller crops win.
             crop_areas = (data.crop_boxes[:, 2] - data.crop_boxes[:, 0]) * (
@@ -548,12 +482,12 @@ class AutomaticMaskGenerator:
         n_batches: int,
         cancelled: CancelHook | None,
         embedding: ImageEmbedding | None,
-    ) -> _Candidates:
+    ) -> Candidates:
         x0, y0, x1, y1 = crop_box
         crop_hw = (y1 - y0, x1 - x0)
         if min(crop_hw) < MIN_SIDE:  # only crops of tiny images: nothing to see
             counter.advance(n_batches)
-            return _Candidates.empty()
+            return Candidates.empty()
         if _is_cancelled(cancelled):
             raise SegmentationCancelled("Segmentation cancelled.")
         if embedding is None:
@@ -569,7 +503,7 @@ class AutomaticMaskGenerator:
             batch = points[start : start + self.points_per_batch]
             parts.append(self._process_batch(embedding, batch, crop_box, crop_hw, hw))
             counter.advance(1)
-        data = _Candidates.concat(parts)
+        data = Candidates.concat(parts)
         if not len(data):
             return data
         # Duplicates within the crop: the higher predicted IoU wins.
@@ -615,7 +549,7 @@ class AutomaticMaskGenerator:
         crop_box: list[int],
         crop_hw: tuple[int, int],
         hw: tuple[int, int],
-    ) -> _Candidates:
+    ) -> Candidates:
         logits, iou = self._decode(embedding, points, crop_hw, None)
         n_masks = logits.shape[1]
         logits = logits.reshape(-1, *logits.shape[-2:])
@@ -646,7 +580,7 @@ class AutomaticMaskGenerator:
         crop_box: list[int],
         crop_hw: tuple[int, int],
         hw: tuple[int, int],
-    ) -> _Candidates:
+    ) -> Candidates:
         """Upsample, score stability, threshold, box and drop masks cut by the crop's edge.
 
         Each mask is upsampled only where it can exceed the lowest threshold
@@ -682,11 +616,11 @@ class AutomaticMaskGenerator:
             patches.append(patch)
             scores.append(stability)
         if not kept:
-            return _Candidates.empty()
+            return Candidates.empty()
         boxes_array = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
-        inside = ~_near_crop_edge(boxes_array, crop_box, hw)
+        inside = ~near_crop_edge(boxes_array, crop_box, hw)
         index = np.asarray(kept, dtype=np.intp)[inside]
-        return _Candidates(
+        return Candidates(
             boxes_array[inside],
             [p for p, ok in zip(patches, inside, strict=True) if ok],
             iou[index],
@@ -695,7 +629,7 @@ class AutomaticMaskGenerator:
             np.zeros((len(index), 4), np.int64),
         )
 
-    def _records(self, data: _Candidates, hw: tuple[int, int]) -> list[dict[str, Any]]:
+    def _records(self, data: Candidates, hw: tuple[int, int]) -> list[dict[str, Any]]:
         records = []
         for i in range(len(data)):
             mask = data.full_mask(i, hw)
@@ -707,29 +641,14 @@ class AutomaticMaskGenerator:
                 {
                     "segmentation": segmentation,
                     "area": int(np.count_nonzero(data.patches[i])),
-                    "bbox": _xywh(data.boxes[i]),
+                    "bbox": xywh(data.boxes[i]),
                     "predicted_iou": float(data.iou[i]),
                     "point_coords": [[float(v) for v in data.points[i]]],
                     "stability_score": float(data.stability[i]),
-                    "crop_box": _xywh(data.crop_boxes[i]),
+                    "crop_box": xywh(data.crop_boxes[i]),
                 }
             )
         return records
-
-
-def _near_crop_edge(
-    boxes: np.ndarray,
-    crop_box: list[int],
-    hw: tuple[int, int],
-    tolerance: float = _CROP_EDGE_TOLERANCE,
-) -> np.ndarray:
-    """Masks touching an edge of the crop (crop frame boxes) that is not an edge of the image."""
-    x0, y0 = crop_box[:2]
-    image_box = np.array([0, 0, hw[1], hw[0]], dtype=np.float32)
-    uncropped = (boxes + np.array([x0, y0, x0, y0])).astype(np.float32)
-    near_crop = np.abs(uncropped - np.asarray(crop_box, np.float32)) <= tolerance
-    near_image = np.abs(uncropped - image_box) <= tolerance
-    return np.any(near_crop & ~near_image, axis=1)
 
 
 class _Progress:
@@ -744,120 +663,6 @@ class _Progress:
         self.done += n
         if self.callback is not None:
             self.callback(self.done, self.total)
-
-
-# -- labels ------------------------------------------------------------------------------------
-def _record_mask(record: dict[str, Any], shape: tuple[int, int]) -> tuple[tuple, np.ndarray]:
-    """The record's mask inside its box (slices into the image, boolean patch)."""
-    seg = record["segmentation"]
-    mask = decode_rle(seg) if isinstance(seg, dict) else np.asarray(seg, dtype=bool)
-    if mask.shape != tuple(shape):
-        raise ValueError(f"A mask of shape {mask.shape} does not fit a label image of {shape}.")
-    bbox = record.get("bbox")
-    if bbox is None:
-        return (slice(None), slice(None)), mask
-    x, y, w, h = (int(round(v)) for v in bbox)
-    where = (slice(y, y + h + 1), slice(x, x + w + 1))  # official boxes: w, h one short
-    patch = mask[where]
-    if np.count_nonzero(patch) != np.count_nonzero(mask):  # box not that of the mask
-        return (slice(None), slice(None)), mask
-    return where, patch
-
-
-def masks_to_labels(
-    records: Sequence[dict[str, Any]],
-    shape: tuple[int, int],
-    order: Literal["area", "score"] = "area",
-) -> np.ndarray:
-    """An int32 instance label image from mask records, without overlaps.
-
-    Label ``i + 1`` is ``records[i]`` (0 is background). Where masks overlap, the rule is:
-
-    - ``order="area"``: masks are drawn largest first, so a smaller mask is drawn over a larger
-      one: small objects inside big ones (a nucleus in a cell) survive, and the big object
-      keeps the rest of its pixels;
-    - ``order="score"``: masks are drawn by increasing ``predicted_iou`` (ties: increasing
-      ``stability_score``), so every pixel goes to the most confident mask covering it.
-
-    Each pixel belongs to exactly one label; a record hidden completely by others has no
-    pixels left (use :func:`skimage.segmentation.relabel_sequential` for consecutive labels).
-
-    Parameters
-    ----------
-    records : sequence of dict
-        From :meth:`AutomaticMaskGenerator.generate` (``segmentation`` as a boolean array or an
-        uncompressed RLE; ``area``, ``bbox``, ``predicted_iou``, ``stability_score`` as there).
-    shape : (int, int)
-        Height and width of the label image.
-    order : {"area", "score"}
-        Which mask wins where masks overlap (see above).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``shape`` int32 labels.
-
-    Raises
-    ------
-    ValueError
-        Unknown ``order``, or a mask of another shape.
-
-    Examples
-    --------
-    >>> big = np.zeros((4, 4), bool); big[:, :] = True
-    >>> small = np.zeros((4, 4), bool); small[1:3, 1:3] = True
-    >>> recs = [{"segmentation": big, "area": 16, "predicted_iou": 0.9},
-    ...         {"segmentation": small, "area": 4, "predicted_iou": 0.8}]
-    >>> masks_to_labels(recs, (4, 4))
-    array([[1, 1, 1, 1],
-           [1, 2, 2, 1],
-           [1, 2, 2, 1],
-           [1, 1, 1, 1]], dtype=int32)
-    >>> int(masks_to_labels(recs, (4, 4), order="score").max())
-    1
-    """
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 2:
-        raise ValueError(f"shape must be (height, width), got {shape}.")
-    n = len(records)
-    if order == "area":
-        areas = np.array([_area(r) for r in records], dtype=np.float64)
-        sequence = np.argsort(-areas, kind="stable")
-    elif order == "score":
-        iou = np.array([float(r.get("predicted_iou", 0.0)) for r in records])
-        stability = np.array([float(r.get("stability_score", 0.0)) for r in records])
-        sequence = np.lexsort((np.arange(n), stability, iou))
-    else:
-        raise ValueError(f"order must be 'area' or 'score', got {order!r}.")
-    labels = np.zeros(shape, dtype=np.int32)
-    for i in sequence:
-        where, patch = _record_mask(records[i], shape)
-        labels[where][patch] = i + 1
-    return labels
-
-
-def _paint(data: _Candidates, hw: tuple[int, int], order: str) -> np.ndarray:
-    """:func:`masks_to_labels` of candidates, from their box-sized patches."""
-    n = len(data)
-    if order == "area":
-        areas = np.array([np.count_nonzero(p) for p in data.patches], dtype=np.float64)
-        sequence = np.argsort(-areas, kind="stable")
-    elif order == "score":
-        sequence = np.lexsort((np.arange(n), data.stability, data.iou))
-    else:
-        raise ValueError(f"order must be 'area' or 'score', got {order!r}.")
-    labels = np.zeros(hw, dtype=np.int32)
-    for i in sequence:
-        x0, y0, x1, y1 = (int(v) for v in data.boxes[i])
-        labels[y0 : y1 + 1, x0 : x1 + 1][data.patches[i]] = i + 1
-    return labels
-
-
-def _area(record: dict[str, Any]) -> float:
-    if "area" in record:
-        return float(record["area"])
-    seg = record["segmentation"]
-    return float(np.count_nonzero(decode_rle(seg) if isinstance(seg, dict) else seg))
 
 
 def segment_all(
