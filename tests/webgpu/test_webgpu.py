@@ -71,6 +71,8 @@ def test_explicit_embedding_on_the_device(predictors):
 
 
 def test_propagation_agrees_with_the_cpu(gpu_model_paths):
+    """WebGPU keeps the memory bank in device memory (each memory uploaded once) and upsamples
+    tracked masks there; the CPU does both on the host: the same tracks."""
     from napari_sam2_webgpu import Sam2Propagator
 
     from ..video.test_propagator import moving_blob_stack
@@ -83,6 +85,13 @@ def test_propagation_agrees_with_the_cpu(gpu_model_paths):
         state = video.init_state(stack)
         video.add_prompts(state, 2, 1, points=[[60, 50]], labels=[1])
         tracks.append(dict(video.propagate(state, "both")))
+        bank = video.tracker.device_bank
+        if backend == "webgpu":
+            # Frames 3-5 and 1-0 attend to the prompt's memory and frames 3, 4 (forward), 1
+            # (backward) to their predecessor's: each memory went up once.
+            assert bank is not None and bank.uploads == 4 and len(bank) == 4
+        else:
+            assert bank is None
     assert tracks[0].keys() == tracks[1].keys() == set(range(len(stack)))
     for frame, masks in tracks[0].items():
         assert mask_iou(masks[1], tracks[1][frame][1]) >= 0.999, frame
