@@ -13,9 +13,8 @@ keeps, so results do not change.
 
 from __future__ import annotations
 
-import threading
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -69,8 +68,9 @@ class DeviceMemoryBank:
 
     Notes
     -----
-    One propagation at a time stacks (the propagator's tracking thread); results may be let go
-    on any thread.
+    One propagation at a time stacks (the propagator's tracking thread). Results may die on any
+    thread: their finalizers only queue their keys, which the tracking thread reaps, so no lock
+    is taken while GPU work (and its lock) may be held.
     """
 
     def __init__(
@@ -82,27 +82,33 @@ class DeviceMemoryBank:
         self._make_session = make_session
         self.max_bytes = int(max_bytes)
         self._stackers: dict[int, Any | None] = {}
-        # id(result) -> (the host memory it was made from, its device tensor, bytes)
-        self._held: OrderedDict[int, tuple[Any, Any, int]] = OrderedDict()
+        # id(result) -> (the result, weakly; the host memory it was made from; its device
+        # tensor; bytes)
+        self._held: OrderedDict[int, tuple[weakref.ref, Any, Any, int]] = OrderedDict()
+        self._dead: deque[int] = deque()  # keys of results that died (appended on any thread)
         self._nbytes = 0
-        self._lock = threading.RLock()  # results die, and let their memory go, on any thread
         self.uploads = 0
 
     @classmethod
     def on_backend(cls, info: BackendInfo, **options: Any) -> DeviceMemoryBank | None:
-        """A bank on WebGPU, or ``None`` on any other backend."""
+        """A bank on WebGPU (``options`` as for the class), or ``None`` on any other backend."""
         if info.provider != "webgpu":
             return None
         from ..runtime.sessions import webgpu_graph_session
 
-        return cls(lambda model: webgpu_graph_session(model, info, "memory banks are stacked"))
+        def make_session(model: bytes) -> Any | None:
+            return webgpu_graph_session(model, info, "memory banks are stacked")
+
+        return cls(make_session, **options)
 
     @property
     def nbytes(self) -> int:
         """Device memory held now."""
+        self._reap()
         return self._nbytes
 
     def __len__(self) -> int:
+        self._reap()
         return len(self._held)
 
     def stack(self, memories: Sequence[FrameResult], device: DeviceIO) -> Any | None:
@@ -118,9 +124,9 @@ class DeviceMemoryBank:
         stacker = self._stackers[count]
         if stacker is None and count > 1:
             return None
-        with self._lock:
-            tensors = [self._tensor(result, device) for result in memories]
-            self._evict()
+        self._reap()
+        tensors = [self._tensor(result, device) for result in memories]
+        self._evict()
         if count == 1:
             return tensors[0]
         feeds = {f"memory_{i}": tensor for i, tensor in enumerate(tensors)}
@@ -130,40 +136,47 @@ class DeviceMemoryBank:
 
     def clear(self) -> None:
         """Let go of every device tensor."""
-        with self._lock:
-            self._held.clear()
-            self._nbytes = 0
+        self._held.clear()
+        self._dead.clear()
+        self._nbytes = 0
 
     def _tensor(self, result: FrameResult, device: DeviceIO) -> Any:
         key = id(result)
         held = self._held.get(key)
-        if held is not None and held[0] is result.maskmem:
+        if held is not None and held[0]() is result and held[1] is result.maskmem:
             self._held.move_to_end(key)
-            return held[1]
+            return held[2]
         values = from_bfloat16(result.maskmem)[None]
         tensor = device.upload(values)
         self.uploads += 1
-        self._forget(key)
-        self._held[key] = (result.maskmem, tensor, values.nbytes)
+        self._drop(key)
+        self._held[key] = (weakref.ref(result), result.maskmem, tensor, values.nbytes)
         self._nbytes += values.nbytes
-        # A result dropped with its track lets its device memory go with it (the bank is
-        # referenced weakly: a dropped propagator's bank and sessions go at once).
-        weakref.finalize(result, _forget_in, weakref.ref(self), key)
+        # A result dropped with its track lets its device memory go (at the next reap). The bank
+        # is referenced weakly: a dropped propagator's bank and sessions go at once.
+        weakref.finalize(result, _queue_dead, weakref.ref(self), key)
         return tensor
 
-    def _forget(self, key: int) -> None:
-        with self._lock:
-            held = self._held.pop(key, None)
-            if held is not None:
-                self._nbytes -= held[2]
+    def _drop(self, key: int) -> None:
+        held = self._held.pop(key, None)
+        if held is not None:
+            self._nbytes -= held[3]
+
+    def _reap(self) -> None:
+        while self._dead:
+            key = self._dead.popleft()
+            held = self._held.get(key)
+            if held is not None and held[0]() is None:  # not a newer result with the same id
+                self._drop(key)
 
     def _evict(self) -> None:
-        # The newest entries are this frame's: they are never let go here.
+        # Least recently attended first. Dropping one of this frame's own tensors (a bank
+        # larger than max_bytes) only forgets it: the frame still holds it until it is stacked.
         while self._nbytes > self.max_bytes and len(self._held) > 1:
-            self._forget(next(iter(self._held)))
+            self._drop(next(iter(self._held)))
 
 
-def _forget_in(bank_ref: weakref.ref[DeviceMemoryBank], key: int) -> None:
+def _queue_dead(bank_ref: weakref.ref[DeviceMemoryBank], key: int) -> None:
     bank = bank_ref()
     if bank is not None:
-        bank._forget(key)
+        bank._dead.append(key)  # thread-safe; the tracking thread drops it
