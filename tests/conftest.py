@@ -72,7 +72,8 @@ def _give_memory_back():
     """After a test that left the process larger by :data:`MEMORY_SLACK_BYTES`, the same.
 
     Not after every test: a full collection scans every live object (about 0.25 s a test
-    once napari, torch and ONNX Runtime are loaded, a third of the suite's time).
+    once napari, torch and ONNX Runtime are loaded: a third of the core tests' time, about 4
+    minutes of the suite).
     """
     yield
     resident = _resident_bytes()
