@@ -110,8 +110,7 @@ def masks_to_labels(
     shape = tuple(int(s) for s in shape)
     if len(shape) != 2:
         raise ValueError(f"shape must be (height, width), got {shape}.")
-    if order not in ("area", "score"):
-        raise ValueError(f"order must be 'area' or 'score', got {order!r}.")
+    # Areas only when they decide (an RLE is decoded for each); drawing_order checks ``order``.
     sequence = drawing_order(
         np.array([_area(r) for r in records] if order == "area" else [0.0] * len(records)),
         np.array([float(r.get("predicted_iou", 0.0)) for r in records]),

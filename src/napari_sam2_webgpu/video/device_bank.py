@@ -119,15 +119,17 @@ class DeviceMemoryBank:
         count = len(memories)
         if count == 0:
             return None
-        if count not in self._stackers:
-            self._stackers[count] = self._make_session(memory_stack_model(count))
-        stacker = self._stackers[count]
-        if stacker is None and count > 1:
-            return None
+        stacker = None
+        if count > 1:  # one memory is its own stack: no graph to make or run
+            if count not in self._stackers:
+                self._stackers[count] = self._make_session(memory_stack_model(count))
+            stacker = self._stackers[count]
+            if stacker is None:
+                return None
         self._reap()
         tensors = [self._tensor(result, device) for result in memories]
         self._evict()
-        if count == 1:
+        if stacker is None:
             return tensors[0]
         feeds = {f"memory_{i}": tensor for i, tensor in enumerate(tensors)}
         first = tensors[0].shape()
