@@ -190,10 +190,11 @@ def main(argv=None) -> int:
         "--variants",
         nargs="+",
         default=["fp32"],
-        choices=["fp32", "unchunked", "chunk512", "chunk2048", "fused", "fp16"],
-        help="exports to time: fp32 (default), fp32 attending all queries at once instead of "
-        "1,024 at a time (or 512, 2,048 at a time), fp32 with ORT's fused MultiHeadAttention "
-        "in the memory attention, float16 weights",
+        choices=["fp32", "blocks", "unchunked", "chunk512", "chunk2048", "fused", "fp16"],
+        help="exports to time: fp32 (default), fp32 attending to the memory frame by frame "
+        "(blocks: rope.attend_memory_blocks), fp32 attending all queries at once "
+        "instead of 1,024 at a time (or 512, 2,048 at a time), fp32 with ORT's fused "
+        "MultiHeadAttention in the memory attention, float16 weights",
     )
     parser.add_argument(
         "--pipelines",
@@ -214,7 +215,7 @@ def main(argv=None) -> int:
 
     from napari_sam2_webgpu.export import build_sam2_model, export_onnx, rope
 
-    chunk = rope.QUERY_CHUNK
+    chunk, blockwise = rope.QUERY_CHUNK, rope.BLOCKWISE_MEMORY
     frames = synthetic_stack(args.frames, args.side)
     lines = [
         f"Propagation of {OBJECTS} object{'s' if OBJECTS > 1 else ''} together through "
@@ -230,6 +231,7 @@ def main(argv=None) -> int:
                 rope.QUERY_CHUNK = {"unchunked": None, "chunk512": 512, "chunk2048": 2048}.get(
                     variant, chunk
                 )
+                rope.BLOCKWISE_MEMORY = blockwise or variant == "blocks"
                 exported = export_onnx(
                     model,
                     Path(tmp) / variant,
@@ -242,6 +244,7 @@ def main(argv=None) -> int:
                     rows.append(run_ours(exported.files, backend, frames, pipeline))
                     rows[-1]["path"] += {
                         "fp32": "",
+                        "blocks": ", memory attended frame by frame",
                         "unchunked": ", unchunked attention",
                         "chunk512": ", attention 512 queries at a time",
                         "chunk2048": ", attention 2,048 queries at a time",

@@ -139,7 +139,8 @@ def test_chunked_attention_equals_one_call(chunk):
 
 
 def test_memory_attention_scores_are_chunked(micro_model_files):
-    """No Softmax sees all 4,096 image tokens at once: its scores stay a quarter of the size."""
+    """No score matrix sees all 4,096 image tokens against a frame's keys at once: scores stay
+    a quarter of the size (the pointers' small softmax takes every query)."""
     from napari_sam2_webgpu.export.rope import QUERY_CHUNK
 
     _, files = micro_model_files
@@ -148,6 +149,71 @@ def test_memory_attention_scores_are_chunked(micro_model_files):
         v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
         for v in model.graph.value_info
     }
-    softmax = [shapes.get(n.input[0]) for n in model.graph.node if n.op_type == "Softmax"]
-    assert softmax, "no attention found"
-    assert all(s is not None and s[-2] == QUERY_CHUNK for s in softmax), softmax
+    scores = [
+        shapes.get(n.input[0]) for n in model.graph.node if n.op_type in ("Softmax", "Exp")
+    ]
+    frame_scores = [s for s in scores if s and isinstance(s[-1], int) and s[-1] >= 64 * 64]
+    assert frame_scores, "no attention found"
+    assert all(s[-2] == QUERY_CHUNK for s in frame_scores), frame_scores
+
+
+@pytest.mark.parametrize(("frames", "pointers", "chunk"), [(1, 0, 1024), (3, 5, 7), (2, 1, 64)])
+def test_blockwise_memory_attention_equals_one_softmax(frames, pointers, chunk):
+    """Frame by frame, combined by log-sum-exp, equals one softmax over all memory tokens,
+    with or without object pointers (and with scores far from 0, where a plain exp overflows)."""
+    import torch
+
+    from napari_sam2_webgpu.export.rope import attend_memory_blocks
+
+    gen = torch.Generator().manual_seed(frames)
+    block, dim = 16, 8
+    q = 4 * torch.randn(1, 1, 100, dim, generator=gen)
+    k, v = (4 * torch.randn(1, 1, frames * block, dim, generator=gen) for _ in range(2))
+    pk, pv = (4 * torch.randn(1, 1, pointers, dim, generator=gen) for _ in range(2))
+    k[..., 0, :] = 60 * q[0, 0, :1] / q[0, 0, :1].norm()  # a score of ~100 for query 0
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q, torch.cat([k, pk], dim=2), torch.cat([v, pv], dim=2)
+    )
+    got = attend_memory_blocks(q, k, v, pk, pv, block, chunk)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def blockwise_export(micro_model_files, tmp_path_factory):
+    """The micro memory attention exported frame by frame (``rope.BLOCKWISE_MEMORY``)."""
+    from napari_sam2_webgpu.export import rope
+
+    model, _ = micro_model_files
+    rope.BLOCKWISE_MEMORY = True
+    try:
+        out = tmp_path_factory.mktemp("blockwise")
+        return export_onnx(model, out, name="blocks", size="micro").memory_attention
+    finally:
+        rope.BLOCKWISE_MEMORY = False
+
+
+@pytest.mark.parametrize(("memories", "pointers"), [(1, 0), (3, 4)])
+def test_blockwise_export_agrees_with_one_product(
+    micro_model_files, blockwise_export, memories, pointers
+):
+    """The graph exported frame by frame computes what one product (the default) does on
+    ONNX Runtime, also for a frame without object pointers."""
+    import onnxruntime as ort
+
+    _, files = micro_model_files
+    ops = {n.op_type for n in onnx.load(str(blockwise_export)).graph.node}
+    assert {"ReduceMax", "Exp"} <= ops
+    rng = np.random.default_rng(memories)
+    feeds = {
+        "image_embed": rng.normal(size=(1, 256, 64, 64)).astype(np.float32),
+        "memory": rng.normal(size=(memories, 64, 64, 64)).astype(np.float32),
+        "memory_tpos": np.arange(memories) % 3,
+        "obj_ptrs": rng.normal(size=(pointers, 256)).astype(np.float32),
+        "obj_ptr_offsets": (np.arange(pointers) / 15).astype(np.float32),
+    }
+    outs = [
+        ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        for f in (files.memory_attention, blockwise_export)
+    ]
+    np.testing.assert_allclose(outs[1], outs[0], atol=1e-4, rtol=1e-4)

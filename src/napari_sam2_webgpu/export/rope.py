@@ -12,13 +12,31 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["QUERY_CHUNK", "RopeAttention", "attend", "rope_tables", "rotate"]
+__all__ = [
+    "BLOCKWISE_MEMORY",
+    "QUERY_CHUNK",
+    "RopeAttention",
+    "attend",
+    "attend_memory_blocks",
+    "rope_tables",
+    "rotate",
+]
 
 #: Queries attended at a time. Memory attention compares 4,096 image tokens with up to
 #: 7 x 4,096 memory tokens; unchunked, ONNX Runtime writes the whole score matrix (and its
 #: softmax) per layer, hundreds of MB. In chunks the same values are computed with a quarter of
 #: that memory, and much faster on the WebGPU EP (docs/benchmarks.md, "Attention in chunks").
 QUERY_CHUNK = 1024
+
+#: Attend to the memory one frame's block of keys at a time (:func:`attend_memory_blocks`)
+#: instead of to all memory tokens in one product. Off: on the WebGPU EP it is 9% faster, on
+#: the CPU EP 10% slower (docs/benchmarks.md, "Propagation, round five"), and one graph serves
+#: both. Read at trace time: benchmarks and tests switch it.
+BLOCKWISE_MEMORY = False
+
+#: Extra value channels of ones whose products give each block's softmax denominators (four,
+#: not one, so that the channel count stays a multiple of 4 for vectorised kernels).
+_DENOMINATOR_CHANNELS = 4
 
 
 def rope_tables(dim: int, height: int, width: int, theta: float) -> tuple[torch.Tensor, ...]:
@@ -102,6 +120,75 @@ def attend(
     return torch.cat(parts, dim=2)
 
 
+def attend_memory_blocks(
+    q: torch.Tensor,
+    frame_keys: torch.Tensor,
+    frame_values: torch.Tensor,
+    pointer_keys: torch.Tensor,
+    pointer_values: torch.Tensor,
+    block: int,
+    chunk: int = QUERY_CHUNK,
+) -> torch.Tensor:
+    """Scaled dot-product attention to memory frames and object pointers, frame by frame.
+
+    Equal to one softmax over all keys (the frames' ``M x block`` tokens, then the pointers'),
+    computed as a batch over frames: each frame's scores are exponentiated against their own
+    row maximum and multiplied with that frame's values, with a column of ones beside them
+    that gives the frame's softmax denominator; the frames are then combined by their maxima
+    (the log-sum-exp rule) and joined with the pointers through one more softmax, in which
+    the frames take part as a single token whose score is their log-sum-exp. The long product
+    of every query with all ~28,700 memory tokens becomes M products of ``block`` tokens:
+    ONNX Runtime's WebGPU kernels then run M times as many workgroups at once. Exported
+    when :data:`BLOCKWISE_MEMORY` is set (docs/benchmarks.md, "Propagation, round five").
+
+    Parameters
+    ----------
+    q : torch.Tensor
+        ``(1, 1, queries, dim)`` (one head).
+    frame_keys, frame_values : torch.Tensor
+        ``(1, 1, M * block, dim)``, ``M >= 1``.
+    pointer_keys, pointer_values : torch.Tensor
+        ``(1, 1, P, dim)``; ``P`` may be 0.
+    block : int
+        Tokens per memory frame.
+    chunk : int
+        Queries per score matrix (``M x chunk x block`` floats).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(1, 1, queries, dim)``.
+    """
+    dim = q.shape[-1]
+    queries = q[0, 0] * dim**-0.5
+    keys_t = frame_keys[0, 0].reshape(-1, block, dim).transpose(1, 2)
+    values = frame_values[0, 0].reshape(-1, block, dim)
+    ones = torch.ones_like(values[..., :_DENOMINATOR_CHANNELS])
+    values = torch.cat([values, ones], dim=-1)
+    sums, maxima = [], []
+    for part in queries.split(chunk, dim=0):
+        scores = torch.matmul(part, keys_t)  # (M, chunk, block)
+        top = scores.amax(dim=-1, keepdim=True)
+        sums.append(torch.matmul(torch.exp(scores - top), values))
+        maxima.append(top)
+    frame_sums = torch.cat(sums, dim=1)  # (M, queries, dim + 4): weighted values, denominator
+    frame_max = torch.cat(maxima, dim=1)  # (M, queries, 1)
+    best = frame_max.amax(dim=0, keepdim=True)
+    total = (frame_sums * torch.exp(frame_max - best)).sum(dim=0)  # (queries, dim + 4)
+    denominator = total[:, dim : dim + 1]
+    frames_out = total[:, :dim] / denominator
+    frames_lse = best[0] + torch.log(denominator)  # (queries, 1)
+    # The pointers and one stand-in token for all frames: a zero key (score 0) whose score
+    # becomes the frames' log-sum-exp, and a zero value (the frames' part is added after).
+    zero = torch.zeros_like(queries[:1])
+    keys = torch.cat([pointer_keys[0, 0], zero], dim=0)
+    values = torch.cat([pointer_values[0, 0], zero], dim=0)
+    stand_in = torch.cat([torch.zeros_like(pointer_keys[0, 0, :, 0]), torch.ones(1)])
+    weights = torch.softmax(torch.matmul(queries, keys.T) + stand_in * frames_lse, dim=-1)
+    out = torch.matmul(weights, values) + weights[:, -1:] * frames_out
+    return out[None, None]
+
+
 class _FusedAttention(torch.autograd.Function):
     """One-head attention exported as ONNX Runtime's ``com.microsoft.MultiHeadAttention``.
 
@@ -159,6 +246,17 @@ class RopeAttention(nn.Module):
         q = rotate(self._heads(a.q_proj(q)), *rope)
         keys = rotate(self._heads(a.k_proj(k)), *rope)
         values = self._heads(a.v_proj(v))
+        if k_plain is not None and BLOCKWISE_MEMORY and not self.fused and a.num_heads == 1:
+            out = attend_memory_blocks(
+                q,
+                keys,
+                values,
+                self._heads(a.k_proj(k_plain[0])),
+                self._heads(a.v_proj(k_plain[1])),
+                rope[0].shape[0],
+                QUERY_CHUNK,
+            )
+            return a.out_proj(out[:, 0])
         if k_plain is not None:  # object-pointer tokens: no rotary encoding
             keys = torch.cat([keys, self._heads(a.k_proj(k_plain[0]))], dim=2)
             values = torch.cat([values, self._heads(a.v_proj(k_plain[1]))], dim=2)
