@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     if "WebGpuExecutionProvider" not in ort.get_available_providers():
-        print("this onnxruntime has no built-in WebGPU EP: put onnxruntime-webgpu first on the path")
+        print("no built-in WebGPU EP in this onnxruntime: put onnxruntime-webgpu first on the path")
         return 2
     print(f"onnxruntime {ort.__version__} ({ort.__file__}), size {args.size}, {args.runs} runs")
     tmp = tempfile.TemporaryDirectory()

@@ -149,9 +149,7 @@ def test_memory_attention_scores_are_chunked(micro_model_files):
         v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
         for v in model.graph.value_info
     }
-    scores = [
-        shapes.get(n.input[0]) for n in model.graph.node if n.op_type in ("Softmax", "Exp")
-    ]
+    scores = [shapes.get(n.input[0]) for n in model.graph.node if n.op_type in ("Softmax", "Exp")]
     frame_scores = [s for s in scores if s and isinstance(s[-1], int) and s[-1] >= 64 * 64]
     assert frame_scores, "no attention found"
     assert all(s[-2] == QUERY_CHUNK for s in frame_scores), frame_scores
