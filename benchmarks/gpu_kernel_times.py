@@ -116,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=["encoder", "memory_attention", "decoder", "memory_encoder"],
     )
+    parser.add_argument(
+        "--prompts",
+        type=int,
+        default=1,
+        help="prompt sets per decoder run, one point each when above 1 (segment everything "
+        "decodes 16 at a time); 1: one click of two points",
+    )
     parser.add_argument("--dump", help="folder for each component's raw kernel events (JSON)")
     parser.add_argument(
         "--torch-export",
@@ -125,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import onnxruntime as ort
 
+    if args.prompts > 1:
+        SIZES.update(num_labels=args.prompts, num_points=1)
     if "WebGpuExecutionProvider" not in ort.get_available_providers():
         print("no built-in WebGPU EP in this onnxruntime: put onnxruntime-webgpu first on the path")
         return 2
@@ -159,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(session.end_profiling()) as file:
             events = _kernel_events(json.load(file))
         events = events[warmup:] if len(events) > warmup else events
-        print(f"\n### {name} ({args.size}): {wall:.1f} ms per run wall (unprofiled)\n")
+        prompts = f", {args.prompts} prompts" if name == "decoder" and args.prompts > 1 else ""
+        print(f"\n### {name} ({args.size}{prompts}): {wall:.1f} ms per run wall (unprofiled)\n")
         if not events:
             print("no GPU-timed kernel events (the adapter lacks timestamp queries?)")
             continue
