@@ -20,19 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-SIZES = {"num_memories": 7, "num_pointers": 16}
-
-
-def _feeds(session, rng) -> dict[str, np.ndarray]:
-    feeds = {}
-    for arg in session.get_inputs():
-        shape = [d if isinstance(d, int) else SIZES.get(d, 1) for d in arg.shape]
-        if arg.type == "tensor(int64)":
-            feeds[arg.name] = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape) % 3
-        else:
-            feeds[arg.name] = rng.standard_normal(shape).astype(np.float32)
-    return feeds
+from common import FULL_BANK, random_feeds
 
 
 def _time(path: Path, backend: str, feeds: dict[str, np.ndarray], runs: int, rounds: int):
@@ -55,7 +43,7 @@ def _time(path: Path, backend: str, feeds: dict[str, np.ndarray], runs: int, rou
         else:  # the memories' frame positions: a few integers
             binding.bind_cpu_input(name, array)
     output = session.get_outputs()[0]
-    result = device.empty([SIZES.get(d, d) if isinstance(d, str) else d for d in output.shape])
+    result = device.empty([FULL_BANK.get(d, d) if isinstance(d, str) else d for d in output.shape])
     binding.bind_ortvalue_output(output.name, result)
     session.run_with_iobinding(binding)  # warm-up: shaders compiled
     device.download(result)
@@ -107,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 probe = ort.InferenceSession(
                     str(paths[True].memory_attention), providers=["CPUExecutionProvider"]
                 )
-                feeds = _feeds(probe, np.random.default_rng(0))
+                feeds = random_feeds(probe, np.random.default_rng(0), positions=3)
                 del probe
                 timed = {
                     b: _time(paths[b].memory_attention, backend, feeds, args.runs, args.rounds)

@@ -24,10 +24,7 @@ import tempfile
 import time
 
 import numpy as np
-from common import random_model
-
-#: Dynamic sizes of a tracked frame at a full memory bank, and a two-point click.
-SIZES = {"num_memories": 7, "num_pointers": 16, "num_points": 2, "num_labels": 1}
+from common import FULL_BANK, random_feeds, random_model
 
 
 def _session(path, folder: str, *, profile: bool):
@@ -40,21 +37,6 @@ def _session(path, folder: str, *, profile: bool):
     return ort.InferenceSession(
         str(path), sess_options=options, providers=["WebGpuExecutionProvider"]
     )
-
-
-def _inputs(session, rng) -> dict[str, np.ndarray]:
-    feeds = {}
-    for arg in session.get_inputs():
-        shape = [d if isinstance(d, int) else SIZES.get(d, 1) for d in arg.shape]
-        if arg.type == "tensor(int64)":
-            feeds[arg.name] = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape) % 7
-        else:
-            feeds[arg.name] = rng.standard_normal(shape).astype(np.float32)
-    if "point_labels" in feeds:
-        feeds["point_labels"] = np.ones(feeds["point_labels"].shape, np.float32)
-    if "has_mask_input" in feeds:
-        feeds["has_mask_input"] = np.zeros(feeds["has_mask_input"].shape, np.float32)
-    return feeds
 
 
 def _kernel_events(trace: list[dict]) -> list[dict]:
@@ -132,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import onnxruntime as ort
 
+    sizes = dict(FULL_BANK)
     if args.prompts > 1:
-        SIZES.update(num_labels=args.prompts, num_points=1)
+        sizes.update(num_labels=args.prompts, num_points=1)
     if "WebGpuExecutionProvider" not in ort.get_available_providers():
         print("no built-in WebGPU EP in this onnxruntime: put onnxruntime-webgpu first on the path")
         return 2
@@ -150,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.components:
         path = getattr(paths, name)
         plain = _session(path, tmp.name, profile=False)
-        feeds = _inputs(plain, rng)
+        feeds = random_feeds(plain, rng, sizes)
         plain.run(None, feeds)
         start = time.perf_counter()
         for _ in range(args.runs):

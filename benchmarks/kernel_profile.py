@@ -19,7 +19,7 @@ import tempfile
 import time
 
 import numpy as np
-from common import random_model
+from common import random_feeds, random_model
 
 
 def _session(path, backend: str, folder: str):
@@ -35,22 +35,6 @@ def _session(path, backend: str, folder: str):
         options.add_provider_for_devices([webgpu_ep_device()], {})
         return ort.InferenceSession(str(path), sess_options=options)
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def _inputs(session, rng) -> dict[str, np.ndarray]:
-    sizes = {"num_memories": 7, "num_pointers": 16, "num_points": 2, "num_labels": 1}
-    feeds = {}
-    for arg in session.get_inputs():
-        shape = [d if isinstance(d, int) else sizes.get(d, 1) for d in arg.shape]
-        if arg.type == "tensor(int64)":
-            feeds[arg.name] = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape) % 7
-        else:
-            feeds[arg.name] = rng.standard_normal(shape).astype(np.float32)
-    if "point_labels" in feeds:
-        feeds["point_labels"] = np.ones(feeds["point_labels"].shape, np.float32)
-    if "has_mask_input" in feeds:
-        feeds["has_mask_input"] = np.zeros(feeds["has_mask_input"].shape, np.float32)
-    return feeds
 
 
 def _summary(trace: list[dict], runs: int, top: int) -> list[str]:
@@ -84,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     for name in ("memory_attention", "decoder", "memory_encoder"):
         session = _session(getattr(paths, name), args.backend, tmp.name)
-        feeds = _inputs(session, rng)
+        feeds = random_feeds(session, rng)
         session.run(None, feeds)  # warm-up (shaders compiled)
         start = time.perf_counter()
         for _ in range(args.runs):
