@@ -127,7 +127,7 @@ def attend_memory_blocks(
     pointer_keys: torch.Tensor,
     pointer_values: torch.Tensor,
     block: int,
-    chunk: int = QUERY_CHUNK,
+    chunk: int | None = QUERY_CHUNK,
 ) -> torch.Tensor:
     """Scaled dot-product attention to memory frames and object pointers, frame by frame.
 
@@ -151,8 +151,8 @@ def attend_memory_blocks(
         ``(1, 1, P, dim)``; ``P`` may be 0.
     block : int
         Tokens per memory frame.
-    chunk : int
-        Queries per score matrix (``M x chunk x block`` floats).
+    chunk : int or None
+        Queries per score matrix (``M x chunk x block`` floats); all at once when None.
 
     Returns
     -------
@@ -166,7 +166,7 @@ def attend_memory_blocks(
     ones = torch.ones_like(values[..., :_DENOMINATOR_CHANNELS])
     values = torch.cat([values, ones], dim=-1)
     sums, maxima = [], []
-    for part in queries.split(chunk, dim=0):
+    for part in queries.split(chunk, dim=0) if chunk else (queries,):
         scores = torch.matmul(part, keys_t)  # (M, chunk, block)
         top = scores.amax(dim=-1, keepdim=True)
         sums.append(torch.matmul(torch.exp(scores - top), values))
