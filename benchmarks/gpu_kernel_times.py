@@ -140,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             plain.run(None, feeds)
         wall = (time.perf_counter() - start) / args.runs * 1e3
         del plain
+        # How many kernel events one run records, so that the measured session's first run
+        # (its warm-up) can be dropped from its events.
         session = _session(path, tmp.name, profile=True)
-        session.run(None, feeds)  # shaders compiled; its events are dropped below
+        session.run(None, feeds)
         with open(session.end_profiling()) as file:
             warmup = len(_kernel_events(json.load(file)))
         session = _session(path, tmp.name, profile=True)
