@@ -20,22 +20,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import FULL_BANK, random_feeds
+from common import FULL_BANK, device_io, random_feeds
 
 
 def _time(path: Path, backend: str, feeds: dict[str, np.ndarray], runs: int, rounds: int):
-    import onnxruntime as ort
-
-    from napari_sam2_webgpu.runtime import webgpu_ep_device
-    from napari_sam2_webgpu.runtime.iobinding import DeviceIO
     from napari_sam2_webgpu.runtime.sessions import create_session
 
     session, info = create_session(path, backend)
-    if backend == "cpu":  # the CPU EP's own memory stands in for the device
-        ep = next(d for d in ort.get_ep_devices() if d.ep_name == "CPUExecutionProvider")
-    else:
-        ep = webgpu_ep_device()
-    device = DeviceIO.for_ep_device(ep)
+    device = device_io(backend)
     binding = session.io_binding()
     for name, array in feeds.items():
         if array.dtype == np.float32:
@@ -65,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", help="also write the Markdown here")
     args = parser.parse_args(argv)
+    import onnxruntime as ort
     import torchvision.ops  # noqa: F401  (Triton before any Mesa LLVM; see tests/conftest.py)
 
     from napari_sam2_webgpu.export import build_sam2_model, export_onnx, rope
@@ -89,14 +82,12 @@ def main(argv: list[str] | None = None) -> int:
                 paths[blockwise] = export_onnx(model, folder, name=size, size=size)
             rope.BLOCKWISE_MEMORY = default
             del model
+            probe = ort.InferenceSession(
+                str(paths[True].memory_attention), providers=["CPUExecutionProvider"]
+            )
+            feeds = random_feeds(probe, np.random.default_rng(0), positions=3)
+            del probe
             for backend in args.backends:
-                import onnxruntime as ort
-
-                probe = ort.InferenceSession(
-                    str(paths[True].memory_attention), providers=["CPUExecutionProvider"]
-                )
-                feeds = random_feeds(probe, np.random.default_rng(0), positions=3)
-                del probe
                 timed = {
                     b: _time(paths[b].memory_attention, backend, feeds, args.runs, args.rounds)
                     for b in (False, True, False, True)  # again: the first pays warm-ups

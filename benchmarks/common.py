@@ -16,11 +16,26 @@ import numpy as np
 # Median wall time of run() in ms after one untimed call: the package's own timer.
 from napari_sam2_webgpu.image.decoder import time_decoder as median_ms
 
-__all__ = ["FULL_BANK", "median_ms", "random_feeds", "random_model"]
+__all__ = ["FULL_BANK", "device_io", "median_ms", "random_feeds", "random_model"]
 
 #: Dynamic sizes of a tracked frame at a full memory bank (7 memories, 16 object pointers) and
 #: of a two-point click.
 FULL_BANK = {"num_memories": 7, "num_pointers": 16, "num_points": 2, "num_labels": 1}
+
+
+def device_io(backend: str):
+    """A ``DeviceIO`` on ``backend``'s own memory: the GPU's for ``"webgpu"``, and for
+    ``"cpu"`` the CPU EP's, which stands in for a device in the same code path."""
+    import onnxruntime as ort
+
+    from napari_sam2_webgpu.runtime import webgpu_ep_device
+    from napari_sam2_webgpu.runtime.iobinding import DeviceIO
+
+    if backend == "cpu":
+        ep = next(d for d in ort.get_ep_devices() if d.ep_name == "CPUExecutionProvider")
+    else:
+        ep = webgpu_ep_device()
+    return DeviceIO.for_ep_device(ep)
 
 
 def random_feeds(

@@ -20,6 +20,7 @@ import tempfile
 import time
 
 import numpy as np
+from common import device_io
 
 
 def _model(tokens: int, channels: int, splits: int = 1):
@@ -57,10 +58,6 @@ def _model(tokens: int, channels: int, splits: int = 1):
 
 
 def _time(model, feeds: dict[str, np.ndarray], backend: str, repeats: int):
-    import onnxruntime as ort
-
-    from napari_sam2_webgpu.runtime import webgpu_ep_device
-    from napari_sam2_webgpu.runtime.iobinding import DeviceIO
     from napari_sam2_webgpu.runtime.sessions import create_session
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,11 +65,7 @@ def _time(model, feeds: dict[str, np.ndarray], backend: str, repeats: int):
         with open(path, "wb") as file:
             file.write(model.SerializeToString())
         session, _ = create_session(path, backend)
-    if backend == "cpu":  # the CPU EP's own memory stands in for the device
-        ep = next(d for d in ort.get_ep_devices() if d.ep_name == "CPUExecutionProvider")
-    else:
-        ep = webgpu_ep_device()
-    device = DeviceIO.for_ep_device(ep)
+    device = device_io(backend)
     values = {name: device.upload(array) for name, array in feeds.items()}
     out_shape = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
     result = device.empty(out_shape)
